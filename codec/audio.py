@@ -1,0 +1,82 @@
+"""Audio I/O (`soundfile`) and conversion to the codec's input (`torchaudio` resampling).
+
+Shapes: files decode to (C, T) float32 in [-1, 1]; models take mono (T,) at their sample rate.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+
+
+class AudioError(ValueError):
+    """Audio that cannot be read or used; the message is one line, fit for a user."""
+
+
+def read_audio(source: str | Path | bytes) -> tuple[torch.Tensor, int]:
+    """A path or encoded bytes (wav, flac, ogg, mp3) -> ((C, T) float32 samples, sample rate)."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else source
+        data, sr = sf.read(handle, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioError(f"{name}: no such file") from None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{name}: unreadable audio ({_one_line(e)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{name}: audio has no samples")
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))
+    if not torch.isfinite(wav).all():
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    return wav, int(sr)
+
+
+def to_mono(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tensor:
+    """(C, T) or (T,) at `sample_rate` -> (T',) mono at `target_rate` (channel mean, then resample)."""
+    if wav.dim() == 2:
+        wav = wav.mean(dim=0)
+    elif wav.dim() != 1:
+        raise AudioError(
+            f"expected (channels, samples) or (samples,) audio, got shape {tuple(wav.shape)}"
+        )
+    if sample_rate <= 0:
+        raise AudioError(f"invalid sample rate {sample_rate}")
+    wav = wav.float()
+    if sample_rate != target_rate:
+        wav = AF.resample(wav, sample_rate, target_rate)
+    return wav
+
+
+def load_mono(source: str | Path | bytes, target_rate: int) -> tuple[torch.Tensor, int]:
+    """Read any supported audio and return ((T,) mono at `target_rate`, original sample rate)."""
+    wav, sr = read_audio(source)
+    return to_mono(wav, sr, target_rate), sr
+
+
+def write_audio(
+    path: str | Path, wav: torch.Tensor, sample_rate: int, fmt: str | None = None
+) -> None:
+    """(T,) or (C, T) float samples -> a file (format from the extension unless `fmt`)."""
+    data = wav.detach().cpu().float().clamp(-1.0, 1.0).numpy()
+    sf.write(str(path), data.T if data.ndim == 2 else data, sample_rate, format=fmt)
+
+
+def encode_audio_bytes(wav: torch.Tensor, sample_rate: int, fmt: str = "WAV") -> bytes:
+    """(T,) float samples -> encoded bytes: "WAV" (PCM16), "FLAC" or "PCM16" (raw little-endian)."""
+    data = wav.detach().cpu().float().clamp(-1.0, 1.0).numpy()
+    if fmt.upper() == "PCM16":
+        return (data * 32767.0).round().astype("<i2").tobytes()
+    buf = io.BytesIO()
+    sf.write(buf, data, sample_rate, format=fmt.upper(), subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

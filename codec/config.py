@@ -1,0 +1,127 @@
+"""Typed model configuration: one pydantic tree, loadable from YAML, with named presets.
+
+A config fully determines the architecture; `Codec.from_config(cfg)` builds it untrained and
+`Codec.from_pretrained(dir)` reads `config.yaml` plus `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderConfig(_Strict):
+    """SEANet encoder (from the `encodec` package)."""
+
+    n_filters: int = 32
+    dimension: int = 512
+    # Downsampling ratios, listed from the latent side as `encodec` expects; the product is the hop.
+    ratios: list[int] = Field(default_factory=lambda: [8, 5, 4, 2])
+    n_residual_layers: int = 1
+    lstm_layers: int = 2
+
+
+class QuantizerConfig(_Strict):
+    """One EMA vector-quantizer codebook (from `encodec.quantization.core_vq`)."""
+
+    codebook_size: int = 4096
+    # A low-dimensional lookup keeps more codes alive on small training budgets.
+    codebook_dim: int = 512
+    decay: float = 0.99
+    kmeans_iters: int = 20
+    # EMA cluster size under which a code counts as dead and is restarted from the batch.
+    dead_code_threshold: float = 0.05
+    commitment_weight: float = 1.0
+    # Per-channel standardisation before the lookup; it breaks the near-constant init output.
+    pre_norm: bool = True
+
+
+class DecoderConfig(_Strict):
+    """Vocos backbone (ConvNeXt blocks plus local self-attention) and an inverse-STFT head."""
+
+    dim: int = 768
+    intermediate_dim: int = 2304
+    num_layers: int = 12
+    # Zero-based indices of ConvNeXt blocks followed by a self-attention block.
+    attention_after: list[int] = Field(default_factory=lambda: [5, 11])
+    attention_heads: int = 8
+    # Frames of context each attention query sees (past only when causal).
+    attention_window: int = 64
+    kernel_size: int = 7
+    # n_fft as a multiple of the hop; 4 gives Vocos' 1280 at hop 320.
+    n_fft_hops: int = 4
+
+
+class CodecConfig(_Strict):
+    """A whole codec: 24 kHz mono audio <-> one stream of token ids."""
+
+    name: str = "wavtok-custom"
+    sample_rate: int = 24000
+    causal: bool = False
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    quantizer: QuantizerConfig = Field(default_factory=QuantizerConfig)
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> CodecConfig:
+        if self.quantizer.codebook_size < 2:
+            raise ValueError("codebook_size must be at least 2")
+        if any(i < 0 or i >= self.decoder.num_layers for i in self.decoder.attention_after):
+            raise ValueError("attention_after indices must lie in [0, decoder.num_layers)")
+        if self.decoder.dim % self.decoder.attention_heads:
+            raise ValueError("decoder.dim must be divisible by decoder.attention_heads")
+        return self
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per token frame."""
+        return math.prod(self.encoder.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        """Token frames per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bits_per_code(self) -> int:
+        return max(1, math.ceil(math.log2(self.quantizer.codebook_size)))
+
+    @property
+    def bitrate(self) -> float:
+        """Theoretical bitrate in bits per second (frame rate x bits per code)."""
+        return self.frame_rate * self.bits_per_code
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> CodecConfig:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a codec config must be a YAML mapping")
+        return cls.model_validate(data)
+
+    def to_yaml(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(self.model_dump(), f, sort_keys=False)
+
+    @classmethod
+    def named(cls, name: str) -> CodecConfig:
+        """A preset from `codec/configs/<name>.yaml`; see `named_configs()`."""
+        path = CONFIG_DIR / f"{name}.yaml"
+        if not path.is_file():
+            known = ", ".join(named_configs())
+            raise ValueError(f"unknown config {name!r}; known configs: {known}")
+        return cls.from_yaml(path)
+
+
+def named_configs() -> list[str]:
+    """Names of the preset configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

@@ -1,0 +1,217 @@
+"""Streaming-aware building blocks of the Vocos-style decoder.
+
+Every block has an offline `forward` (whole sequences, optional frame mask) and a `stream`
+method that takes a chunk plus an explicit per-block state and returns only final frames.
+Shapes use B batch, C channels, F frames, N = n_fft, H = hop (samples).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def stream_conv(
+    conv: nn.Conv1d, x: torch.Tensor, buffer: torch.Tensor | None, left_pad: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal convolution over a chunk: (B, C_in, t) -> (B, C_out, t') plus the new buffer.
+
+    The buffer starts as `left_pad` zeros, exactly like offline causal padding, so the
+    concatenated chunk outputs equal the offline output.
+    """
+    kernel = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
+    stride = conv.stride[0]
+    if buffer is None:
+        buffer = x.new_zeros(x.shape[0], x.shape[1], left_pad)
+    buf = torch.cat([buffer, x], dim=-1)
+    n_out = (buf.shape[-1] - kernel) // stride + 1 if buf.shape[-1] >= kernel else 0
+    if n_out <= 0:
+        return x.new_zeros(x.shape[0], conv.out_channels, 0), buf
+    y = conv(buf[..., : (n_out - 1) * stride + kernel])
+    return y, buf[..., n_out * stride :]
+
+
+def frame_mask(lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """(B,) valid lengths -> (B, 1, F) float mask, 1 on valid frames."""
+    steps = torch.arange(n_frames, device=lengths.device)
+    return (steps[None, :] < lengths[:, None]).unsqueeze(1).float()
+
+
+class PaddedConv1d(nn.Module):
+    """Stride-1 conv with causal (left) or centred zero padding: (B, C_in, F) -> (B, C_out, F)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, causal: bool, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, groups=groups)
+        self.causal = causal
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.kernel - 1
+        left = total if self.causal else total // 2
+        return self.conv(F.pad(x, (left, total - left)))
+
+    def stream(self, x: torch.Tensor, state: dict) -> torch.Tensor:
+        y, state["buf"] = stream_conv(self.conv, x, state.get("buf"), self.kernel - 1)
+        return y
+
+
+class ConvNeXtBlock(nn.Module):
+    """Vocos ConvNeXt block: (B, C, F) -> (B, C, F)."""
+
+    def __init__(self, dim: int, intermediate_dim: int, kernel: int, causal: bool):
+        super().__init__()
+        self.dwconv = PaddedConv1d(dim, dim, kernel, causal, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        # Layer scale as in Vocos: start each residual branch near zero.
+        self.gamma = nn.Parameter(torch.full((dim,), 1.0 / 8))
+
+    def _pointwise(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x.transpose(1, 2))
+        x = self.pwconv2(F.gelu(self.pwconv1(x)))
+        return (self.gamma * x).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = x + self._pointwise(self.dwconv(x))
+        return y if mask is None else y * mask
+
+    def stream(self, x: torch.Tensor, state: dict) -> torch.Tensor:
+        return x + self._pointwise(self.dwconv.stream(x, state))
+
+
+def local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    causal: bool,
+    key_valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Banded attention, (B, h, F, d) x3 -> (B, h, F, d), in O(F * window) time and memory.
+
+    Causal: query t sees keys [t - window + 1, t]. Otherwise keys [t - window/2, t + window/2].
+    `key_valid` (B, F) bool hides padded keys.
+    """
+    b, h, n, d = q.shape
+    blk = window
+    n_blocks = max(1, math.ceil(n / blk))
+    pad = n_blocks * blk - n
+    valid = key_valid if key_valid is not None else q.new_ones(b, n, dtype=torch.bool)
+    q = F.pad(q, (0, 0, 0, pad)).view(b, h, n_blocks, blk, d)
+    # Keys of block i come from blocks i-1, i and i+1: pad one block each side, then unfold.
+    kp = F.pad(k, (0, 0, blk, blk + pad)).unfold(2, 3 * blk, blk)  # (B, h, nb, d, 3blk)
+    vp = F.pad(v, (0, 0, blk, blk + pad)).unfold(2, 3 * blk, blk)
+    validp = F.pad(valid, (blk, blk + pad), value=False).unfold(1, 3 * blk, blk)  # (B, nb, 3blk)
+    rel = (
+        torch.arange(3 * blk, device=q.device)[None, :]
+        - blk
+        - torch.arange(blk, device=q.device)[:, None]
+    )
+    if causal:
+        band = (rel <= 0) & (rel > -window)
+    else:
+        band = rel.abs() <= window // 2
+    allowed = band[None, None, :, :] & validp[:, :, None, :]  # (B, nb, blk, 3blk)
+    out = F.scaled_dot_product_attention(
+        q, kp.transpose(-1, -2), vp.transpose(-1, -2), attn_mask=allowed[:, None]
+    )
+    return out.reshape(b, h, n_blocks * blk, d)[:, :, :n]
+
+
+class LocalAttentionBlock(nn.Module):
+    """Pre-norm multi-head self-attention over a bounded window: (B, C, F) -> (B, C, F)."""
+
+    def __init__(self, dim: int, heads: int, window: int, causal: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.heads = heads
+        self.window = window
+        self.causal = causal
+
+    def _attend(self, h: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        b, n, c = h.shape
+        qkv = self.qkv(h).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = local_attention(qkv[0], qkv[1], qkv[2], self.window, self.causal, key_valid)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        key_valid = None if mask is None else mask[:, 0] > 0
+        y = x + self._attend(self.norm(x.transpose(1, 2)), key_valid).transpose(1, 2)
+        return y if mask is None else y * mask
+
+    def stream(self, x: torch.Tensor, state: dict) -> torch.Tensor:
+        n_new = x.shape[-1]
+        if n_new == 0:
+            return x
+        # Keep the last window-1 normalised inputs: queries need nothing older.
+        h = torch.cat(
+            [
+                state.get("ctx", x.new_zeros(x.shape[0], 0, x.shape[1])),
+                self.norm(x.transpose(1, 2)),
+            ],
+            dim=1,
+        )
+        state["ctx"] = h[:, -(self.window - 1) :] if self.window > 1 else h[:, :0]
+        return x + self._attend(h, None)[:, -n_new:].transpose(1, 2)
+
+
+class ISTFTHead(nn.Module):
+    """(B, C, F) features -> (B, F * H) samples via predicted magnitude and phase.
+
+    Causal: frame i is overlap-added at samples [iH, iH + N), so samples [iH, (i+1)H) are final
+    once frame i is in. Non-causal: frames are centred as in Vocos' "same" padding.
+    """
+
+    def __init__(self, dim: int, n_fft: int, hop: int, causal: bool):
+        super().__init__()
+        self.n_fft, self.hop, self.causal = n_fft, hop, causal
+        self.out = nn.Linear(dim, n_fft + 2)
+        window = torch.hann_window(n_fft, periodic=True)
+        self.register_buffer("window", window, persistent=False)
+        # Floor on the overlap-add envelope: avoids dividing by ~0 at the stream's first samples.
+        self.env_floor = 0.1 * float((window**2).sum()) / hop
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        spec = self.out(x.transpose(1, 2)).float()
+        log_mag, phase = spec.chunk(2, dim=-1)
+        mag = torch.exp(log_mag).clamp(max=1e2)
+        stft = torch.polar(mag, phase)
+        return torch.fft.irfft(stft, n=self.n_fft, dim=-1) * self.window  # (B, F, N)
+
+    def _overlap_add(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, _ = frames.shape
+        length = (n - 1) * self.hop + self.n_fft
+        fold = dict(output_size=(1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))
+        audio = F.fold(frames.transpose(1, 2), **fold).view(b, length)
+        win_sq = (self.window**2)[None, :, None].expand(1, self.n_fft, n)
+        env = F.fold(win_sq, **fold).view(1, length)
+        return audio, env
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.causal:
+            return self.stream(x, {})
+        n = x.shape[-1]
+        audio, env = self._overlap_add(self._frames(x))
+        start = (self.n_fft - self.hop) // 2
+        sl = slice(start, start + n * self.hop)
+        return audio[:, sl] / env[:, sl].clamp(min=self.env_floor)
+
+    def stream(self, x: torch.Tensor, state: dict) -> torch.Tensor:
+        """(B, C, f) new frames -> (B, f * H) final samples; `state` keeps the OLA tail."""
+        n = x.shape[-1]
+        tail = self.n_fft - self.hop
+        if n == 0:
+            return x.new_zeros(x.shape[0], 0)
+        audio, env = self._overlap_add(self._frames(x))
+        if "audio" in state:
+            audio[:, :tail] += state["audio"]
+            env[:, :tail] += state["env"]
+        state["audio"], state["env"] = audio[:, n * self.hop :], env[:, n * self.hop :]
+        return audio[:, : n * self.hop] / env[:, : n * self.hop].clamp(min=self.env_floor)

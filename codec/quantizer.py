@@ -1,0 +1,101 @@
+"""One-codebook vector quantizer: `encodec`'s EMA codebook plus usage statistics.
+
+`encodec.quantization.core_vq.VectorQuantization` provides k-means initialisation on the first
+training batch, EMA codebook updates, dead-code restart from the batch, the commitment loss and
+the straight-through estimator. This wrapper adds a per-channel standardisation in front
+(optional), a count of restarted codes, and codebook-usage figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from encodec.quantization.core_vq import VectorQuantization
+from torch import nn
+
+from codec.config import QuantizerConfig
+
+
+@dataclass
+class QuantizerOutput:
+    """`quantized` (B, D, F) latents after straight-through; `codes` (B, F) int64 ids;
+    `commit_loss` scalar (already weighted); `dead_codes_restarted` codes restarted this call."""
+
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    commit_loss: torch.Tensor
+    dead_codes_restarted: int
+
+
+@dataclass
+class CodebookUsage:
+    """How much of the codebook a set of codes uses."""
+
+    codes_used: int
+    codebook_size: int
+    entropy_bits: float
+    perplexity: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "codes_used": self.codes_used,
+            "codebook_size": self.codebook_size,
+            "entropy_bits": self.entropy_bits,
+            "perplexity": self.perplexity,
+        }
+
+
+def codebook_usage(codes: torch.Tensor, codebook_size: int) -> CodebookUsage:
+    """Distinct codes and unigram entropy (bits/token) of any tensor of token ids."""
+    flat = codes.reshape(-1).long()
+    if flat.numel() == 0:
+        return CodebookUsage(0, codebook_size, 0.0, 1.0)
+    counts = torch.bincount(flat, minlength=codebook_size).double()
+    probs = counts[counts > 0] / flat.numel()
+    entropy = float(-(probs * probs.log2()).sum())
+    return CodebookUsage(int((counts > 0).sum()), codebook_size, entropy, math.pow(2.0, entropy))
+
+
+class Quantizer(nn.Module):
+    """(B, D, F) latents <-> (B, F) token ids in [0, codebook_size)."""
+
+    def __init__(self, cfg: QuantizerConfig, dim: int) -> None:
+        super().__init__()
+        self.codebook_size = cfg.codebook_size
+        # BatchNorm without affine terms: running per-channel stats, frozen at inference.
+        self.pre_norm = nn.BatchNorm1d(dim, affine=False) if cfg.pre_norm else nn.Identity()
+        self.vq = VectorQuantization(
+            dim=dim,
+            codebook_size=cfg.codebook_size,
+            codebook_dim=cfg.codebook_dim,
+            decay=cfg.decay,
+            kmeans_init=True,
+            kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.dead_code_threshold,
+            commitment_weight=cfg.commitment_weight,
+        )
+
+    @property
+    def initialised(self) -> bool:
+        return bool(self.vq._codebook.inited.item())
+
+    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
+        """Training/eval pass: (B, D, F) -> QuantizerOutput. Updates the codebook in training."""
+        z = self.pre_norm(latents)
+        codebook = self.vq._codebook
+        restarted = 0
+        if self.training and self.initialised and codebook.threshold_ema_dead_code > 0:
+            # The same test encodec's expire_codes_ applies before it restarts codes.
+            restarted = int((codebook.cluster_size < codebook.threshold_ema_dead_code).sum())
+        quantized, codes, loss = self.vq(z)
+        return QuantizerOutput(quantized, codes, loss.sum(), restarted)
+
+    def encode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, D, F) latents -> (B, F) int64 token ids (never touches the codebook)."""
+        return self.vq.encode(self.pre_norm(latents))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, F) token ids -> (B, D', F) quantized latents fed to the decoder."""
+        return self.vq.decode(codes)
