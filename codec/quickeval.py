@@ -1,0 +1,34 @@
+"""A few-clip PESQ/STOI check used during training (the full harness is `wavtok eval`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+from codec.audio import AUDIO_EXTENSIONS, load_mono
+
+
+def quick_eval(codec, data_dir: Path, clips: int) -> tuple[dict[str, float], torch.Tensor]:
+    """Round-trip the first `clips` clips -> ({pesq, stoi}, (T,) last reconstruction)."""
+    from pesq import pesq
+    from pystoi import stoi
+
+    paths = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)[:clips]
+    codec.eval()
+    pesqs, stois, recon = [], [], torch.zeros(1)
+    for path in paths:
+        wav, _ = load_mono(path, codec.sample_rate)
+        codes, _ = codec.encode(wav.to(codec.device))
+        recon, _ = codec.decode(codes, num_samples=torch.tensor([wav.numel()]))
+        recon = recon[0, 0].float().cpu()
+        ref16 = AF.resample(wav, codec.sample_rate, 16000).numpy()
+        deg16 = AF.resample(recon, codec.sample_rate, 16000).numpy()
+        try:
+            pesqs.append(pesq(16000, ref16, deg16, "wb"))
+        except Exception:  # pesq raises on e.g. silent output; count it as the floor
+            pesqs.append(1.0)
+        stois.append(stoi(ref16, deg16, 16000, extended=False))
+    return {"pesq": float(np.mean(pesqs)), "stoi": float(np.mean(stois))}, recon

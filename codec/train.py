@@ -1,0 +1,329 @@
+"""`wavtok train` and `wavtok export`: GAN training of the codec with exact resume.
+
+One process per device; under `torchrun` it uses DDP. Phase 1 (warm-up) trains the generator on
+the mel and commitment losses alone; from `warmup_steps` on, the multi-period, multi-resolution
+and multi-scale-STFT discriminators join with adversarial and feature-matching losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from codec.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from codec.data import Augment, SegmentDataset
+from codec.discriminators import Discriminators
+from codec.losses import (
+    MultiResolutionMelLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adv_loss,
+)
+from codec.model import Codec
+from codec.quantizer import codebook_usage
+from codec.trainconfig import TrainConfig
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def fn(step: int) -> float:
+        if step < cfg.lr_warmup_steps:
+            return (step + 1) / cfg.lr_warmup_steps
+        progress = min(1.0, step / max(1, cfg.steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+class Trainer:
+    """Owns the models, optimisers, data sampler and logging of one training run."""
+
+    def __init__(self, cfg: TrainConfig, data: list[Path], run_dir: Path, device: str) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda") and self.world > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(device)
+        self.device = torch.device(device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed + self.rank)
+        self.codec = Codec.from_config(cfg.codec_config()).to(self.device).train()
+        d = cfg.discriminators
+        self.discs = Discriminators(d.mpd_channels, d.mrd_channels, d.msstft_filters).to(
+            self.device
+        )
+        self.mel_loss = MultiResolutionMelLoss(self.codec.sample_rate).to(self.device)
+        kw = dict(betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=cfg.lr_generator, **kw)
+        self.opt_d = torch.optim.AdamW(self.discs.parameters(), lr=cfg.lr_discriminator, **kw)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, _lr_lambda(cfg))
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _lr_lambda(cfg))
+        self.data = SegmentDataset(data, self.codec.sample_rate)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.augment = Augment(gain_db=cfg.gain_db, noise_prob=cfg.noise_prob)
+        hop = self.codec.hop_length
+        self.seg_len = max(hop, round(cfg.segment_seconds * self.codec.sample_rate / hop) * hop)
+        self.step = 0
+        self.audio_seconds_seen = 0.0
+        self.stop_requested = False
+        self.g_model = self.codec
+        self.d_model = self.discs
+        if self.world > 1:
+            self.g_model = DistributedDataParallel(self.codec)
+            self.d_model = DistributedDataParallel(self.discs)
+        self.writer = None
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "data": self.gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "step": self.step,
+            "audio_seconds_seen": self.audio_seconds_seen,
+            "config": self.cfg.model_dump(mode="json"),
+            "codec": self.codec.state_dict(),
+            "discs": self.discs.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "rng": rng,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.audio_seconds_seen = float(state["audio_seconds_seen"])
+        self.codec.load_state_dict(state["codec"])
+        self.discs.load_state_dict(state["discs"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.gen.set_state(state["rng"]["data"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def resume_if_possible(self) -> bool:
+        ckpts = list_checkpoints(self.run_dir)
+        if not ckpts:
+            return False
+        self.load_state(load_checkpoint(ckpts[-1]))
+        self.log(f"resumed from {ckpts[-1].name} at step {self.step}")
+        return True
+
+    def save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        return save_checkpoint(self.run_dir, self.step, self.state(), self.cfg.keep_last)
+
+    # -- one step --------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        cfg, w = self.cfg, self.cfg.losses
+        real = self.data.sample(cfg.batch_size, self.seg_len, self.gen, self.augment).to(
+            self.device
+        )
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else nullcontext()
+        )
+        with autocast:
+            out = self.g_model(real)
+        fake = out.audio[:, None, : real.shape[-1]].float()
+        adversarial = self.step >= cfg.warmup_steps
+        logs: dict[str, float] = {}
+        # On a CPU the discriminators cost far more than the generator: score a sub-batch only.
+        n_disc = min(real.shape[0], cfg.discriminators.batch_size or real.shape[0])
+        if adversarial:
+            with autocast:
+                d_real = self.d_model(real[:n_disc])
+                d_fake = self.d_model(fake[:n_disc].detach())
+                loss_d = sum(
+                    discriminator_loss(d_real[k][0], d_fake[k][0], cfg.discriminators.loss)
+                    for k in d_real
+                )
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            torch.nn.utils.clip_grad_norm_(self.discs.parameters(), cfg.grad_clip)
+            self.opt_d.step()
+            self.sched_d.step()
+            logs["loss/discriminator"] = float(loss_d.detach())
+        mel = self.mel_loss(fake, real)
+        commit = out.vq.commit_loss.float()
+        loss_g = w.mel * mel + w.commitment * commit
+        if adversarial:
+            with autocast:
+                d_fake = self.d_model(fake[:n_disc])
+                adv = sum(generator_adv_loss(d_fake[k][0], cfg.discriminators.loss) for k in d_fake)
+                # Real feature maps from the discriminator pass above, detached inside the loss.
+                fm = sum(feature_matching_loss(d_real[k][1], d_fake[k][1]) for k in d_fake)
+            loss_g = loss_g + w.adversarial * adv + w.feature_matching * fm
+            logs["loss/adversarial"], logs["loss/feature_matching"] = (
+                float(adv.detach()),
+                float(fm.detach()),
+            )
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip)
+        self.opt_g.step()
+        self.sched_g.step()
+        usage = codebook_usage(out.vq.codes, self.codec.codebook_size)
+        logs.update(
+            {
+                "loss/mel": float(mel.detach()),
+                "loss/commitment": float(commit.detach()),
+                "loss/generator": float(loss_g.detach()),
+                "grad_norm/generator": float(grad_norm),
+                "lr/generator": self.sched_g.get_last_lr()[0],
+                "codebook/codes_used_in_batch": usage.codes_used,
+                "codebook/perplexity": usage.perplexity,
+                "codebook/dead_codes_restarted": out.vq.dead_codes_restarted,
+            }
+        )
+        self.step += 1
+        self.audio_seconds_seen += (
+            real.shape[0] * real.shape[-1] / self.codec.sample_rate * self.world
+        )
+        return logs
+
+    # -- loop ------------------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self.rank == 0:
+            print(msg, flush=True)
+
+    def _quick_eval(self) -> None:
+        from codec.quickeval import quick_eval
+
+        if not self.cfg.eval_data or not Path(self.cfg.eval_data).is_dir():
+            return
+        scores, sample = quick_eval(self.codec, Path(self.cfg.eval_data), self.cfg.eval_clips)
+        self.codec.train()
+        for k, v in scores.items():
+            self.writer.add_scalar(f"eval/{k}", v, self.step)
+        self.writer.add_audio("eval/reconstruction", sample, self.step, self.codec.sample_rate)
+        self.log(f"eval step {self.step}: " + " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+
+    def fit(self, max_steps: int | None = None) -> None:
+        end = min(self.cfg.steps, max_steps) if max_steps else self.cfg.steps
+        start_step, t0, last = self.step, time.time(), time.time()
+        while self.step < end and not self.stop_requested:
+            logs = self.train_step()
+            if self.rank != 0:
+                continue
+            if self.step % self.cfg.log_every == 0 or self.step == end:
+                for k, v in logs.items():
+                    self.writer.add_scalar(k, v, self.step)
+                elapsed = time.time() - t0
+                rate = (
+                    (self.step - start_step)
+                    * self.cfg.batch_size
+                    * self.seg_len
+                    / self.codec.sample_rate
+                    / max(elapsed, 1e-9)
+                )
+                eta = (end - self.step) * elapsed / max(1, self.step - start_step)
+                self.writer.add_scalar("speed/audio_seconds_per_second", rate, self.step)
+                self.log(
+                    f"step {self.step}/{end} mel {logs['loss/mel']:.3f} commit {logs['loss/commitment']:.4f}"
+                    + (
+                        f" adv {logs['loss/adversarial']:.3f} d {logs['loss/discriminator']:.3f}"
+                        if "loss/adversarial" in logs
+                        else ""
+                    )
+                    + f" codes {logs['codebook/codes_used_in_batch']} restarted {logs['codebook/dead_codes_restarted']}"
+                    f" | {rate:.1f} audio-s/s, {time.time() - last:.1f}s, ETA {eta / 60:.0f} min"
+                )
+                last = time.time()
+            if self.step % self.cfg.checkpoint_every == 0:
+                self.save()
+            if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
+                self._quick_eval()
+        self.save()
+        if self.writer:
+            self.writer.flush()
+
+
+def export(run_dir: Path, out: Path, checkpoint: Path | None = None) -> Path:
+    """Write the inference model (config + safetensors, no discriminators) of a run's checkpoint."""
+    ckpts = [checkpoint] if checkpoint else list_checkpoints(run_dir)
+    if not ckpts:
+        raise FileNotFoundError(f"{run_dir}: no checkpoints to export")
+    state = load_checkpoint(ckpts[-1])
+    cfg = TrainConfig.model_validate(state["config"])
+    # The exported model is named after its directory, which is how users refer to it.
+    codec = Codec.from_config(cfg.codec_config().model_copy(update={"name": out.name}))
+    codec.load_state_dict(state["codec"])
+    codec.save_pretrained(out)
+    return ckpts[-1]
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    if args.steps:
+        cfg = cfg.model_copy(update={"steps": args.steps})
+    run_dir = Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    trainer = Trainer(cfg, [Path(d) for d in args.data], run_dir, device)
+    if not args.no_resume:
+        trainer.resume_if_possible()
+
+    def request_stop(signum, _frame):
+        trainer.log(f"signal {signum}: checkpointing at the end of this step")
+        trainer.stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    params = sum(p.numel() for p in trainer.codec.parameters())
+    trainer.log(
+        f"training {cfg.codec_config().name} ({params / 1e6:.2f} M params) on {device}, "
+        f"{trainer.data.hours:.2f} h of audio, world size {trainer.world}"
+    )
+    trainer.fit(args.max_steps)
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    used = export(
+        Path(args.run_dir), Path(args.out), Path(args.checkpoint) if args.checkpoint else None
+    )
+    print(f"exported {used} -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a codec (resumes from RUN_DIR's last checkpoint)"
+    )
+    p.add_argument("--config", help="training config YAML (see codec/configs/train/)")
+    p.add_argument("--data", nargs="+", required=True, help="prepared data folders or manifests")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, tensorboard)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--steps", type=int, help="override the config's total steps")
+    p.add_argument("--max-steps", type=int, help="stop after this step in this invocation")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.set_defaults(func=_run_train)
+    e = subparsers.add_parser("export", help="write the inference model of a training run")
+    e.add_argument("run_dir")
+    e.add_argument("--out", required=True, help="e.g. models/NAME")
+    e.add_argument("--checkpoint", help="a specific checkpoint directory (default: the latest)")
+    e.set_defaults(func=_run_export)

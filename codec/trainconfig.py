@@ -1,0 +1,73 @@
+"""Typed training configuration (YAML), separate from the model config it embeds by name or inline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from codec.config import CodecConfig
+
+
+class LossWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mel: float = 45.0
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    # WavTokenizer weighs the commitment loss at 1000.
+    commitment: float = 1000.0
+
+
+class DiscriminatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mpd_channels: list[int] = Field(default_factory=lambda: [32, 128, 512, 1024, 1024])
+    mrd_channels: int = 32
+    msstft_filters: int = 32
+    loss: str = Field("hinge", pattern="^(hinge|lsgan)$")
+    # Items of each batch the discriminators see (None: all); a CPU budget lever.
+    batch_size: int | None = None
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | CodecConfig = "wavtok-small-75hz-causal"
+    batch_size: int = 16
+    segment_seconds: float = 1.0
+    steps: int = 100_000
+    # Generator-only steps on the mel loss before the discriminators join.
+    warmup_steps: int = 2000
+    lr_generator: float = 5e-4
+    lr_discriminator: float = 2e-4
+    lr_warmup_steps: int = 200
+    min_lr_ratio: float = 0.1
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    losses: LossWeights = Field(default_factory=LossWeights)
+    discriminators: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    gain_db: tuple[float, float] = (-6.0, -1.0)
+    noise_prob: float = 0.0
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    audio_every: int = 1000
+    eval_every: int = 1000
+    eval_clips: int = 5
+    eval_data: str | None = "../shared/data/test/libritts_test_clean"
+    seed: int = 0
+    threads: int | None = None
+
+    def codec_config(self) -> CodecConfig:
+        return CodecConfig.named(self.model) if isinstance(self.model, str) else self.model
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a training config must be a YAML mapping")
+        return cls.model_validate(data)

@@ -1,0 +1,97 @@
+"""Training: a few steps of the tiny config with all discriminators, checkpoint, exact resume."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from codec.checkpoint import list_checkpoints, load_checkpoint
+from codec.data import prepare
+from codec.train import Trainer, export
+from codec.trainconfig import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_CLIPS = REPO.parent / "shared/data/train/speech/cmu_arctic"
+TINY = REPO / "codec/configs/train/tiny-test.yaml"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    if not TRAIN_CLIPS.is_dir():
+        pytest.skip(f"{TRAIN_CLIPS} is absent")
+    src = tmp_path_factory.mktemp("src")
+    for clip in sorted(TRAIN_CLIPS.glob("*.wav"))[:2]:
+        shutil.copy(clip, src / clip.name)
+    out = tmp_path_factory.mktemp("prepared")
+    stats = prepare([src], out, segment_seconds=2.0)
+    assert stats["segments"] >= 2
+    return out
+
+
+def _cfg() -> TrainConfig:
+    return TrainConfig.from_yaml(TINY).model_copy(update={"threads": 1, "eval_data": None})
+
+
+def test_prepare_refuses_test_set(tmp_path):
+    with pytest.raises(ValueError, match="held-out test set"):
+        prepare([REPO.parent / "shared/data/test/libritts_test_clean"], tmp_path)
+
+
+def test_train_checkpoint_and_exact_resume(prepared, tmp_path):
+    cfg = _cfg()
+    full = Trainer(cfg, [prepared], tmp_path / "full", "cpu")
+    logs = []
+    for _ in range(cfg.steps):
+        logs.append(full.train_step())
+        if full.step == 3:
+            full.save()
+    assert all(math.isfinite(v) for entry in logs for v in entry.values())
+    # Every family of discriminator contributed from step 1 (warmup_steps is 1 in this config).
+    assert "loss/adversarial" in logs[-1] and logs[-1]["loss/discriminator"] > 0
+    assert set(full.discs.families) == {"mpd", "mrd", "msstft"}
+
+    saved = list_checkpoints(tmp_path / "full")
+    assert [p.name for p in saved] == ["step-00000003"]
+    state = load_checkpoint(saved[0])
+
+    resumed = Trainer(cfg, [prepared], tmp_path / "full", "cpu")
+    assert resumed.resume_if_possible()
+    assert resumed.step == 3
+    for group in ("opt_g", "opt_d"):
+        a = getattr(resumed, group).state_dict()["state"]
+        b = state[group]["state"]
+        assert a.keys() == b.keys()
+        for k in a:
+            for name, value in a[k].items():
+                assert torch.equal(value, b[k][name]), (group, k, name)
+    assert torch.equal(resumed.gen.get_state(), state["rng"]["data"])
+    while resumed.step < cfg.steps:
+        resumed.train_step()
+    # The resumed run continues exactly where the uninterrupted one went.
+    for (name, a), b in zip(
+        full.codec.state_dict().items(), resumed.codec.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_keep_last_and_export(prepared, tmp_path):
+    cfg = _cfg()
+    trainer = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    trainer.fit()
+    names = [p.name for p in list_checkpoints(tmp_path / "run")]
+    assert names == ["step-00000003", "step-00000006"]  # keep_last 2
+    out = tmp_path / "models" / "my-model"
+    export(tmp_path / "run", out)
+    from codec.model import Codec
+
+    codec = Codec.from_pretrained(out)
+    assert codec.name == "my-model"
+    assert not any(k.startswith("discs") for k in codec.state_dict())
+    for (name, a), b in zip(
+        trainer.codec.state_dict().items(), codec.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a.cpu(), b), name
