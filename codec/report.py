@@ -1,0 +1,316 @@
+"""The `wavtok eval` report: results.json, per_clip.csv, report.md and PNG plots.
+
+`EvalRun` holds everything a run measured; `write_report` renders it into a directory and
+returns the markdown table, which the runner also prints. See docs/evaluation.md for how to
+read the columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.metrics import MEL_RATE, ClipScores, mean_scores
+
+# WavTokenizer (Ji et al. 2024), LibriTTS test-clean, 40 tokens/s single codebook.
+PAPER_POINT = {"label": "WavTokenizer paper", "kbps": 0.9, "pesq_wb": 2.37, "stoi": 0.914}
+COLUMNS = (
+    ("kbps_real", "kbps (real)", "{:.2f}"),
+    ("kbps_nominal", "kbps (nominal)", "{:.2f}"),
+    ("pesq_wb", "PESQ-wb", "{:.2f}"),
+    ("stoi", "STOI", "{:.3f}"),
+    ("mel_l1", "mel L1", "{:.3f}"),
+    ("si_sdr", "SI-SDR (dB)", "{:.1f}"),
+    ("dnsmos", "DNSMOS", "{:.2f}"),
+    ("codes_used", "codes used", "{}"),
+    ("entropy_bits", "entropy (bits)", "{:.2f}"),
+)
+SPECTROGRAM_CLIPS = 3
+
+
+@dataclass
+class SystemResult:
+    """One row of the report: a codec (or the ground truth) scored on every clip.
+
+    `bits[i]` is the encoded size of clip i in bits (None for the ground truth); `durations`
+    are seconds; `delays` are the samples removed by alignment (None where not aligned);
+    `examples` maps a clip name to its (T,) output at `MEL_RATE` for the spectrogram plots.
+    """
+
+    key: str
+    label: str
+    kind: str  # "model", "baseline" or "reference"
+    nominal_kbps: float | None = None
+    clips: list[str] = field(default_factory=list)
+    scores: list[ClipScores] = field(default_factory=list)
+    bits: list[int | None] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    delays: list[int | None] = field(default_factory=list)
+    codes_used: int | None = None
+    codebook_size: int | None = None
+    entropy_bits: float | None = None
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(
+        self, clip: str, scores: ClipScores, bits: int | None, duration: float, delay: int | None
+    ) -> None:
+        self.clips.append(clip)
+        self.scores.append(scores)
+        self.bits.append(bits)
+        self.durations.append(duration)
+        self.delays.append(delay)
+
+    @property
+    def real_kbps(self) -> float | None:
+        """Total encoded bits over total duration, in kbit/s (None without encoded sizes)."""
+        if not self.bits or any(b is None for b in self.bits):
+            return None
+        return sum(self.bits) / sum(self.durations) / 1000.0
+
+    def summary(self) -> dict[str, object]:
+        """Means over clips plus bitrates and codebook figures, keyed as in `COLUMNS`."""
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "clips": len(self.clips),
+            "kbps_real": self.real_kbps,
+            "kbps_nominal": self.nominal_kbps,
+            **mean_scores(self.scores),
+            "codes_used": self.codes_used,
+            "codebook_size": self.codebook_size,
+            "entropy_bits": self.entropy_bits,
+        }
+
+
+@dataclass
+class EvalRun:
+    """A whole evaluation: the model, the data, the skipped clips and every system's results.
+
+    `references` maps the spectrogram clips' names to their (T,) reference at `MEL_RATE`.
+    """
+
+    model: dict[str, object]
+    data_dir: str
+    systems: list[SystemResult]
+    skipped: list[tuple[str, str]]
+    dnsmos: bool
+    references: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.systems[0].clips) if self.systems else 0
+
+
+def _cell(value: object, fmt: str, row: dict[str, object], key: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if key == "codes_used" and row.get("codebook_size"):
+        return f"{value} / {row['codebook_size']}"
+    return fmt.format(value)
+
+
+def markdown_table(run: EvalRun) -> str:
+    """One markdown table: a row per system, the columns of `COLUMNS`."""
+    head = ["system", *(title for _, title, _ in COLUMNS)]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|",
+    ]
+    for system in run.systems:
+        row = system.summary()
+        cells = [system.label, *(_cell(row[k], f, row, k) for k, _, f in COLUMNS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def results_dict(run: EvalRun) -> dict[str, object]:
+    """What results.json holds: settings, skipped clips, and one summary per system."""
+    return {
+        "model": run.model,
+        "data": run.data_dir,
+        "clips": run.num_clips,
+        "skipped": len(run.skipped),
+        "skipped_clips": [{"clip": c, "reason": r} for c, r in run.skipped],
+        "dnsmos": run.dnsmos,
+        "systems": {s.key: {k: _json_safe(v) for k, v in s.summary().items()} for s in run.systems},
+        "paper_reference": PAPER_POINT,
+    }
+
+
+def write_csv(run: EvalRun, path: Path) -> None:
+    """One row per (system, clip): duration, real kbps, every metric, alignment delay."""
+    metrics = list(ClipScores.__dataclass_fields__)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["system", "clip", "duration_s", "kbps_real", *metrics, "delay_samples"])
+        for s in run.systems:
+            for clip, sc, bits, dur, delay in zip(
+                s.clips, s.scores, s.bits, s.durations, s.delays, strict=True
+            ):
+                kbps = "" if bits is None else f"{bits / dur / 1000:.4f}"
+                values = ["" if (v := getattr(sc, m)) is None else f"{v:.4f}" for m in metrics]
+                writer.writerow(
+                    [s.key, clip, f"{dur:.3f}", kbps, *values, "" if delay is None else delay]
+                )
+
+
+def _safe_name(clip: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(clip).with_suffix("").as_posix()).strip("_")
+
+
+def _spectrogram_db(wav: np.ndarray) -> np.ndarray:
+    """(T,) samples at MEL_RATE -> (freq, frames) magnitude in dB."""
+    spec = torch.stft(
+        torch.as_tensor(wav, dtype=torch.float32),
+        n_fft=1024,
+        hop_length=256,
+        window=torch.hann_window(1024),
+        return_complex=True,
+    ).abs()
+    return (20.0 * spec.clamp(min=1e-5).log10()).numpy()
+
+
+def _best_baseline(run: EvalRun) -> SystemResult | None:
+    baselines = [s for s in run.systems if s.kind == "baseline"]
+    scored = [(s.summary()["pesq_wb"], s) for s in baselines]
+    scored = [(p, s) for p, s in scored if p is not None]
+    return max(scored, key=lambda ps: ps[0])[1] if scored else None
+
+
+def plot_spectrograms(run: EvalRun, out_dir: Path) -> list[Path]:
+    """`spectrograms_<clip>.png` per example clip: ground truth, model, best baseline (PESQ)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = next((s for s in run.systems if s.kind == "model"), None)
+    best = _best_baseline(run)
+    written = []
+    for clip, ref in run.references.items():
+        panels = [("Ground truth", ref)]
+        for system in (model, best):
+            if system is not None and clip in system.examples:
+                panels.append((system.label, system.examples[clip]))
+        fig, axes = plt.subplots(
+            len(panels), 1, figsize=(10, 2.6 * len(panels)), squeeze=False, layout="constrained"
+        )
+        duration = len(ref) / MEL_RATE
+        for ax, (title, wav) in zip(axes[:, 0], panels, strict=True):
+            image = ax.imshow(
+                _spectrogram_db(wav),
+                origin="lower",
+                aspect="auto",
+                extent=(0.0, duration, 0.0, MEL_RATE / 2000.0),
+                vmin=-100.0,
+                vmax=20.0,
+                cmap="magma",
+            )
+            ax.set_title(title)
+            ax.set_ylabel("kHz")
+        axes[-1, 0].set_xlabel("time (s)")
+        fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB")
+        fig.suptitle(clip)
+        path = out_dir / f"spectrograms_{_safe_name(clip)}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_quality_vs_bitrate(run: EvalRun, path: Path) -> None:
+    """PESQ-wb and STOI against real kbps, with the ground truth and the paper's point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    rows = [s.summary() for s in run.systems]
+    for ax, key, title in ((axes[0], "pesq_wb", "PESQ-wb"), (axes[1], "stoi", "STOI")):
+        for row in rows:
+            if row[key] is None:
+                continue
+            if row["kbps_real"] is None:  # the ground truth has no bitrate: draw its level
+                ax.axhline(row[key], color="grey", ls="--", lw=1, label=str(row["label"]))
+                continue
+            marker = "o" if row["kind"] == "baseline" else "s"
+            ax.scatter(row["kbps_real"], row[key], marker=marker, s=50, zorder=3)
+            ax.annotate(
+                str(row["label"]), (row["kbps_real"], row[key]), xytext=(5, 5),
+                textcoords="offset points", fontsize=8,
+            )  # fmt: skip
+        ax.scatter(
+            PAPER_POINT["kbps"], PAPER_POINT[key], marker="*", s=180, color="gold",
+            edgecolor="black", zorder=4, label=f"{PAPER_POINT['label']} (0.9 kbps)",
+        )  # fmt: skip
+        ax.set_xscale("log")
+        ax.margins(x=0.15)  # room for the labels of the outermost points
+        # Plain numbers on the log axis: "2", not "2 x 10^0".
+        ax.xaxis.set_major_locator(FixedLocator([0.5, 1, 2, 4, 8, 16, 32]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("real bitrate (kbps, log scale)")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} vs bitrate (higher is better)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _markdown(run: EvalRun, table: str, spectrograms: list[Path]) -> str:
+    model = run.model
+    lines = [
+        "# wavtok eval report",
+        "",
+        f"- model: `{model.get('name')}` ({model.get('path')}), "
+        f"{model.get('sample_rate')} Hz, {model.get('frame_rate'):g} tokens/s, "
+        f"{model.get('codebook_size')}-entry codebook",
+        f"- data: `{run.data_dir}`: {run.num_clips} clips scored, {len(run.skipped)} skipped",
+        f"- DNSMOS: {'on' if run.dnsmos else 'off (--no-dnsmos)'}",
+        "",
+        table,
+        "",
+        "Higher is better for PESQ-wb, STOI, SI-SDR and DNSMOS; lower is better for mel L1. "
+        "`kbps (real)` counts every byte written (token-file header, Ogg pages); "
+        "`kbps (nominal)` is the rate asked for. See docs/evaluation.md.",
+        "",
+        f"Reference point: {PAPER_POINT['label']}, {PAPER_POINT['kbps']} kbps, "
+        f"PESQ-wb {PAPER_POINT['pesq_wb']}, STOI {PAPER_POINT['stoi']} (LibriTTS test-clean).",
+        "",
+        "![quality vs bitrate](quality_vs_bitrate.png)",
+        "",
+    ]
+    lines += [f"![{p.stem}]({p.name})" for p in spectrograms]
+    if run.skipped:
+        lines += ["", "## Skipped clips", ""]
+        lines += [f"- `{clip}`: {reason}" for clip, reason in run.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run: EvalRun, out_dir: Path) -> str:
+    """Write every output file into `out_dir` (created if needed); return the markdown table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(run)
+    (out_dir / "results.json").write_text(json.dumps(results_dict(run), indent=2) + "\n")
+    write_csv(run, out_dir / "per_clip.csv")
+    spectrograms = plot_spectrograms(run, out_dir)
+    plot_quality_vs_bitrate(run, out_dir / "quality_vs_bitrate.png")
+    (out_dir / "report.md").write_text(_markdown(run, table, spectrograms))
+    return table
