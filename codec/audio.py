@@ -6,6 +6,8 @@ Shapes: files decode to (C, T) float32 in [-1, 1]; models take mono (T,) at thei
 from __future__ import annotations
 
 import io
+import re
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,11 @@ import torch
 import torchaudio.functional as AF
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
+# torchaudio's polyphase kernel grows with the reduced rate ratio: 23999 -> 24000 Hz would need
+# gigabytes. Ratios are rounded to a denominator this small (under 0.01 % pitch error).
+_MAX_RATIO_DENOMINATOR = 500
 
 
 class AudioError(ValueError):
@@ -23,6 +30,11 @@ class AudioError(ValueError):
 def read_audio(source: str | Path | bytes) -> tuple[torch.Tensor, int]:
     """A path or encoded bytes (wav, flac, ogg, mp3) -> ((C, T) float32 samples, sample rate)."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    # libsndfile reports a missing file as a vague "System error", so check first.
+    if not isinstance(source, bytes) and not Path(source).exists():
+        raise AudioError(f"{name}: no such file")
+    if not isinstance(source, bytes) and Path(source).is_dir():
+        raise AudioError(f"{name}: is a directory, not an audio file")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
         data, sr = sf.read(handle, dtype="float32", always_2d=True)
@@ -46,11 +58,15 @@ def to_mono(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tens
         raise AudioError(
             f"expected (channels, samples) or (samples,) audio, got shape {tuple(wav.shape)}"
         )
-    if sample_rate <= 0:
-        raise AudioError(f"invalid sample rate {sample_rate}")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"unsupported sample rate {sample_rate} Hz "
+            f"(expected {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
+        )
     wav = wav.float()
-    if sample_rate != target_rate:
-        wav = AF.resample(wav, sample_rate, target_rate)
+    ratio = Fraction(target_rate, sample_rate).limit_denominator(_MAX_RATIO_DENOMINATOR)
+    if ratio != 1:
+        wav = AF.resample(wav, ratio.denominator, ratio.numerator)
     return wav
 
 
@@ -79,4 +95,6 @@ def encode_audio_bytes(wav: torch.Tensor, sample_rate: int, fmt: str = "WAV") ->
 
 
 def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    # libsndfile names an in-memory source by its repr, which means nothing to a user.
+    text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "<bytes>", str(err))
+    return " ".join(text.split()) or type(err).__name__

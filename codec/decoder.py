@@ -55,7 +55,7 @@ class Decoder(nn.Module):
             x = x * mask
         for layer in self.layers:
             x = layer(x, mask)
-        return self.head(self._norm(self.final_norm, x))
+        return self.head(self._norm(self.final_norm, x), mask)
 
     def stream(self, latents: torch.Tensor, state: DecoderStreamState) -> torch.Tensor:
         """(B, D, f) new latents -> (B, f * hop) final samples (causal models only)."""

@@ -75,6 +75,10 @@ class Encoder(nn.Module):
                 if cur is not None:
                     cur = torch.div(cur + stride - 1, stride, rounding_mode="floor")
                     x = _mask(x, cur)
+            elif isinstance(layer, SLSTM) and cur is not None:
+                # The LSTM turns zero padding into non-zero output, which the next (non-causal)
+                # convolution would see as right context.
+                x = _mask(x, cur)
         return x
 
     def _offline_layer(

@@ -185,20 +185,28 @@ class ISTFTHead(nn.Module):
         stft = torch.polar(mag, phase)
         return torch.fft.irfft(stft, n=self.n_fft, dim=-1) * self.window  # (B, F, N)
 
-    def _overlap_add(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _overlap_add(
+        self, frames: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, _ = frames.shape
         length = (n - 1) * self.hop + self.n_fft
         fold = dict(output_size=(1, length), kernel_size=(1, self.n_fft), stride=(1, self.hop))
-        audio = F.fold(frames.transpose(1, 2), **fold).view(b, length)
         win_sq = (self.window**2)[None, :, None].expand(1, self.n_fft, n)
-        env = F.fold(win_sq, **fold).view(1, length)
+        if mask is not None:
+            # Padded frames must add neither signal nor envelope, as if they were absent.
+            frames = frames * mask.transpose(1, 2)
+            win_sq = win_sq * mask
+        audio = F.fold(frames.transpose(1, 2), **fold).view(b, length)
+        env = F.fold(win_sq, **fold).view(win_sq.shape[0], length)
         return audio, env
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, F) -> (B, F * H); `mask` (B, 1, F) drops padded frames (non-causal only:
+        a causal frame never reaches samples before its own)."""
         if self.causal:
             return self.stream(x, {})
         n = x.shape[-1]
-        audio, env = self._overlap_add(self._frames(x))
+        audio, env = self._overlap_add(self._frames(x), mask)
         start = (self.n_fft - self.hop) // 2
         sl = slice(start, start + n * self.hop)
         return audio[:, sl] / env[:, sl].clamp(min=self.env_floor)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from encodec.quantization.core_vq import VectorQuantization
+from encodec.quantization.core_vq import EuclideanCodebook, VectorQuantization
 from torch import nn
 
 from codec.config import QuantizerConfig
@@ -58,6 +58,28 @@ def codebook_usage(codes: torch.Tensor, codebook_size: int) -> CodebookUsage:
     return CodebookUsage(int((counts > 0).sum()), codebook_size, entropy, math.pow(2.0, entropy))
 
 
+class _EMACodebook(EuclideanCodebook):
+    """`encodec`'s codebook with consistent EMA statistics after k-means init and restarts.
+
+    The EMA step recomputes every row as `embed_avg / cluster_size`. encodec stores the k-means
+    means (not sums) as `embed_avg`, so the first update shrank each code by about its cluster
+    size, and a restart replaced only `embed`, so the same step undid it.
+    """
+
+    def init_embed_(self, data: torch.Tensor) -> None:
+        if self.inited:
+            return
+        super().init_embed_(data)
+        self.embed_avg.data.copy_(self.embed * self.cluster_size[:, None])
+
+    def replace_(self, samples: torch.Tensor, mask: torch.Tensor) -> None:
+        super().replace_(samples, mask)
+        size = torch.full_like(self.cluster_size, float(self.threshold_ema_dead_code))
+        self.cluster_size.data.copy_(torch.where(mask, size, self.cluster_size))
+        fresh = self.embed * self.cluster_size[:, None]
+        self.embed_avg.data.copy_(torch.where(mask[:, None], fresh, self.embed_avg))
+
+
 class Quantizer(nn.Module):
     """(B, D, F) latents <-> (B, F) token ids in [0, codebook_size)."""
 
@@ -75,6 +97,16 @@ class Quantizer(nn.Module):
             kmeans_iters=cfg.kmeans_iters,
             threshold_ema_dead_code=cfg.dead_code_threshold,
             commitment_weight=cfg.commitment_weight,
+        )
+        old = self.vq._codebook
+        self.vq._codebook = _EMACodebook(
+            dim=old.embed.shape[1],
+            codebook_size=cfg.codebook_size,
+            kmeans_init=True,
+            kmeans_iters=cfg.kmeans_iters,
+            decay=cfg.decay,
+            epsilon=old.epsilon,
+            threshold_ema_dead_code=cfg.dead_code_threshold,
         )
 
     @property

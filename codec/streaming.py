@@ -108,6 +108,8 @@ class StreamingDecoder:
     @torch.inference_mode()
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, f) token ids -> (B, f * hop) float samples."""
+        if self.state.finished:
+            raise RuntimeError("stream already flushed; start a new one")
         if codes.dim() == 1:
             codes = codes[None]
         if codes.dim() != 2 or codes.shape[0] != self.batch_size:

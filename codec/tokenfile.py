@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -129,7 +129,10 @@ def save(path: str | Path, codes, header: TokenHeader) -> int:
     """Write a token file atomically (temporary file, then rename). Returns its size in bytes."""
     data = dumps(codes, header)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    # Not mkstemp: its 0600 mode would survive the rename; 0666 lets the umask decide, as for
+    # any ordinary file.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -1,0 +1,392 @@
+"""The `wavtok` command line: encode, decode, roundtrip and info, plus extension commands.
+
+Extension modules (`EXTENSION_MODULES`) each expose `register(subparsers)`, which adds
+subparsers whose `func(args) -> int` runs the command. A module that does not exist yet is
+skipped; one that fails to load is reported as a warning so the built-in commands still work.
+
+Any `ValueError`, `OSError` or `RuntimeError` from a command becomes one line on stderr,
+`wavtok: error: <message>`, and exit status 1. Models, audio libraries and numerical work load
+only inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from codec.model import Codec
+    from codec.tokenfile import TokenHeader
+
+PROG = "wavtok"
+EXTENSION_MODULES = [
+    "codec.evaluate",
+    "codec.train",
+    "codec.data",
+    "codec.transcode",
+    "server.main",
+]
+TOKEN_SUFFIX = ".wtok"
+# Errors a user can cause (bad file, bad model, bad device); anything else is a bug and keeps
+# its traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _describe(err: BaseException) -> str:
+    """A one-line message for `err`; OS errors name the file rather than quoting errno."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return _one_line(f"{err.filename}: {err.strerror}")
+    return _one_line(str(err)) or type(err).__name__
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _default_model() -> str:
+    from codec.model import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+# -- helpers shared by the commands --------------------------------------------------------------
+def _require_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, expected a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return path
+
+
+def _require_out_dir(path: str | Path) -> Path:
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{parent}: output directory does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, expected a file name")
+    return path
+
+
+def _check_audio_out(path: str | Path) -> Path:
+    """An output path whose extension names a format soundfile can write."""
+    import soundfile as sf
+
+    path = _require_out_dir(path)
+    fmt = path.suffix.lstrip(".").upper()
+    if fmt not in sf.available_formats():
+        raise ValueError(f"{path}: cannot tell the audio format from the extension (use .wav)")
+    return path
+
+
+def _load_model(args: argparse.Namespace) -> Codec:
+    from codec.model import Codec
+
+    return Codec.from_pretrained(args.model, device=args.device)
+
+
+def _load_input(codec: Codec, path: str | Path) -> torch.Tensor:
+    """Any audio file -> (T,) mono float samples at the model's rate."""
+    from codec.audio import load_mono
+
+    wav, _ = load_mono(_require_file(path), codec.sample_rate)
+    return wav
+
+
+def _encode(codec: Codec, wav: torch.Tensor) -> tuple[torch.Tensor, TokenHeader]:
+    """(T,) samples -> ((F,) int64 ids, header recording the original length T)."""
+    from codec.tokenfile import TokenHeader
+
+    codes, _ = codec.encode(wav)
+    header = TokenHeader(
+        model=codec.name,
+        sample_rate=codec.sample_rate,
+        frame_rate=codec.frame_rate,
+        codebook_size=codec.codebook_size,
+        num_samples=int(wav.shape[-1]),
+    )
+    return codes[0], header
+
+
+def _decode(codec: Codec, codes: torch.Tensor, header: TokenHeader) -> torch.Tensor:
+    """(F,) ids -> (num_samples,) samples, trimmed to the header's original length."""
+    import torch
+
+    audio, lengths = codec.decode(codes[None], num_samples=torch.tensor([header.num_samples]))
+    return audio[0, 0, : int(lengths[0])]
+
+
+def check_header(codec: Codec, header: TokenHeader, num_frames: int) -> None:
+    """Raise ValueError when a token file cannot be decoded by `codec`; warn on a name mismatch."""
+    if header.codebook_size != codec.codebook_size:
+        raise ValueError(
+            f"token file uses a {header.codebook_size}-entry codebook (model {header.model!r}) "
+            f"but model {codec.name!r} has {codec.codebook_size}"
+        )
+    if header.sample_rate != codec.sample_rate:
+        raise ValueError(
+            f"token file is at {header.sample_rate} Hz but model {codec.name!r} "
+            f"runs at {codec.sample_rate} Hz"
+        )
+    if abs(header.frame_rate - codec.frame_rate) > 1e-6:
+        raise ValueError(
+            f"token file has {header.frame_rate:g} frames/s but model {codec.name!r} "
+            f"has {codec.frame_rate:g}"
+        )
+    if num_frames < 1:
+        raise ValueError("token file holds no frames")
+    if (
+        not (num_frames - 1) * codec.hop_length
+        < header.num_samples
+        <= num_frames * codec.hop_length
+    ):
+        raise ValueError(
+            f"token file header is inconsistent: {header.num_samples} samples "
+            f"for {num_frames} frames of {codec.hop_length}"
+        )
+    if header.model != codec.name:
+        _warn(f"token file was written by model {header.model!r}, decoding with {codec.name!r}")
+
+
+# -- commands -----------------------------------------------------------------------------------
+def cmd_encode(args: argparse.Namespace) -> int:
+    from codec import tokenfile
+
+    _require_file(args.input)
+    out = _require_out_dir(args.output)
+    codec = _load_model(args)
+    wav = _load_input(codec, args.input)
+    codes, header = _encode(codec, wav)
+    size = tokenfile.save(out, codes, header)
+    duration = header.duration_s()
+    print(
+        f"{out}: {codes.numel()} frames, {duration:.2f} s, {size} bytes, "
+        f"{8 * size / duration:.0f} bit/s"
+    )
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    import torch
+
+    from codec import tokenfile
+    from codec.audio import write_audio
+
+    _require_file(args.input)
+    out = _check_audio_out(args.output)
+    ids, header = tokenfile.load(args.input)
+    codec = _load_model(args)
+    check_header(codec, header, int(ids.size))
+    audio = _decode(codec, torch.from_numpy(ids), header)
+    write_audio(out, audio, codec.sample_rate)
+    print(f"{out}: {audio.numel()} samples, {audio.numel() / codec.sample_rate:.2f} s")
+    return 0
+
+
+def cmd_roundtrip(args: argparse.Namespace) -> int:
+    from codec import tokenfile
+    from codec.audio import write_audio
+
+    _require_file(args.input)
+    out = _check_audio_out(args.output)
+    codec = _load_model(args)
+    wav = _load_input(codec, args.input)
+    codes, header = _encode(codec, wav)
+    size = len(tokenfile.dumps(codes, header))
+    audio = _decode(codec, codes, header)
+    write_audio(out, audio, codec.sample_rate)
+    duration = header.duration_s()
+    print(
+        f"{out}: {codes.numel()} frames, {duration:.2f} s, "
+        f"{size} bytes as tokens, {8 * size / duration:.0f} bit/s"
+    )
+    return 0
+
+
+def _print_fields(fields: dict[str, object]) -> None:
+    width = max(len(k) for k in fields)
+    for key, value in fields.items():
+        print(f"{key + ':':<{width + 1}} {value}")
+
+
+def _info_tokens(path: Path) -> None:
+    import torch
+
+    from codec import tokenfile
+    from codec.quantizer import codebook_usage
+
+    ids, header = tokenfile.load(path)
+    size = path.stat().st_size
+    duration = header.duration_s()
+    usage = codebook_usage(torch.from_numpy(ids), header.codebook_size)
+    fields: dict[str, object] = {"file": path, "kind": "token file"}
+    fields.update(header.model_dump())
+    fields["duration_s"] = f"{duration:.3f}"
+    fields["size_bytes"] = size
+    fields["bitrate_bps"] = f"{8 * size / duration:.1f}" if duration > 0 else "n/a"
+    fields["payload_bitrate_bps"] = f"{header.frame_rate * header.bits_per_code:.1f}"
+    fields["codes_used"] = f"{usage.codes_used} of {usage.codebook_size}"
+    fields["entropy_bits"] = f"{usage.entropy_bits + 0.0:.3f}"  # no "-0.000"
+    fields["perplexity"] = f"{usage.perplexity:.1f}"
+    _print_fields(fields)
+
+
+def _info_audio(path: Path) -> None:
+    import soundfile as sf
+
+    from codec.audio import AudioError
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{path}: unreadable audio ({_describe(e)})") from None
+    _print_fields(
+        {
+            "file": path,
+            "kind": "audio",
+            "format": f"{info.format} {info.subtype}",
+            "sample_rate": info.samplerate,
+            "channels": info.channels,
+            "samples": info.frames,
+            "duration_s": f"{info.frames / info.samplerate:.3f}" if info.samplerate else "n/a",
+        }
+    )
+
+
+def _info_model(target: str) -> None:
+    from codec.config import CodecConfig, named_configs
+    from codec.model import CONFIG_FILE, Codec, resolve_model_dir
+
+    try:
+        cfg = CodecConfig.from_yaml(resolve_model_dir(target) / CONFIG_FILE)
+        kind = "model"
+    except FileNotFoundError:
+        if target not in named_configs():
+            raise
+        cfg, kind = CodecConfig.named(target), "config preset (no weights)"
+    params = sum(p.numel() for p in Codec(cfg).parameters())
+    _print_fields(
+        {
+            "name": cfg.name,
+            "kind": kind,
+            "causal": cfg.causal,
+            "sample_rate": cfg.sample_rate,
+            "hop_length": cfg.hop_length,
+            "frame_rate_hz": f"{cfg.frame_rate:g}",
+            "codebook_size": cfg.quantizer.codebook_size,
+            "bitrate_bps": f"{cfg.bitrate:g}",
+            "params": f"{params:,}",
+        }
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from codec.audio import AUDIO_EXTENSIONS
+    from codec.tokenfile import MAGIC
+
+    path = Path(args.target)
+    if path.is_file():
+        with open(path, "rb") as f:
+            is_tokens = f.read(len(MAGIC)) == MAGIC
+        if is_tokens or path.suffix.lower() == TOKEN_SUFFIX:
+            _info_tokens(path)
+        else:
+            _info_audio(path)
+    elif not path.exists() and path.suffix.lower() in (*AUDIO_EXTENSIONS, TOKEN_SUFFIX):
+        raise FileNotFoundError(f"{path}: no such file")
+    else:
+        _info_model(args.target)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=_default_model(),
+        help="model directory or shipped model name (default: %(default)s)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def _register_extensions(subparsers: argparse._SubParsersAction) -> None:
+    for name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            # Absent module (or absent parent package): that command is simply not built yet.
+            if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+                continue
+            _warn(f"commands from {name} unavailable: {_describe(e)}")
+            continue
+        except Exception as e:  # a broken extension must not take the built-in commands down
+            _warn(f"commands from {name} unavailable: {type(e).__name__}: {_describe(e)}")
+            continue
+        try:
+            module.register(subparsers)
+        except Exception as e:
+            _warn(f"commands from {name} unavailable: {type(e).__name__}: {_describe(e)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser: built-in subcommands plus those of the extension modules present."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Single-codebook neural audio codec: audio <-> token files."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("encode", help="audio file -> .wtok token file")
+    p.add_argument("input", help="audio file (wav, flac, ogg, mp3, ...)")
+    p.add_argument("output", help="token file to write (.wtok)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help=".wtok token file -> audio file")
+    p.add_argument("input", help="token file (.wtok)")
+    p.add_argument("output", help="audio file to write (.wav, .flac, ...)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("roundtrip", help="audio -> tokens -> audio, without a token file")
+    p.add_argument("input", help="audio file")
+    p.add_argument("output", help="audio file to write")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_roundtrip)
+
+    p = sub.add_parser("info", help="describe a token file, an audio file or a model")
+    p.add_argument("target", help="a .wtok file, an audio file, a model directory or name")
+    p.set_defaults(func=cmd_info)
+
+    _register_extensions(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 error, 2 usage error, 130 interrupted)."""
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help and usage errors; keep main() returning a status
+            return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        print(f"{PROG}: error: {_describe(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

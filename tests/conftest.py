@@ -1,0 +1,121 @@
+"""Shared fixtures: tiny seeded models (causal and not), a saved model dir, a real speech clip.
+
+Tiny models are built once per session and must be treated as read-only by tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from codec import Codec
+from codec.config import CodecConfig
+
+# Tiny models gain nothing from intra-op threads, and on a busy shared CPU the threads' barrier
+# waits made single-sample streaming pushes ~100x slower.
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRITTS = Path(__file__).resolve().parents[1].parent / "shared/data/test/libritts_test_clean"
+
+
+def speechlike(num_samples: int, seed: int = 0, sample_rate: int = 24000) -> torch.Tensor:
+    """(T,) float32 test signal: a few gliding harmonics plus noise bursts, peak below 0.5."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(num_samples, dtype=torch.float64) / sample_rate
+    f0 = 120.0 + 60.0 * torch.sin(2 * torch.pi * 1.5 * t)
+    phase = 2 * torch.pi * torch.cumsum(f0, 0) / sample_rate
+    wav = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    envelope = 0.5 + 0.5 * torch.sin(2 * torch.pi * 3.0 * t)
+    noise = torch.randn(num_samples, generator=gen, dtype=torch.float64)
+    out = 0.15 * wav * envelope + 0.05 * noise
+    return out.float()
+
+
+def prime_codebook(model: Codec, seed: int = 0) -> None:
+    """Run the quantizer's k-means init on encoder output so codes are diverse.
+
+    An untrained codebook is all zeros (k-means init is pending), so every frame would map to
+    id 0 and equality tests could not fail.
+    """
+    torch.manual_seed(seed)
+    batch = torch.stack([speechlike(320 * 64, seed + i) for i in range(2)])[:, None]
+    model.eval()
+    with torch.no_grad():
+        latents = model.encoder(batch)
+        quantizer = model.quantizer
+        norm = quantizer.pre_norm
+        # Cumulative averaging makes the running statistics those of this batch exactly.
+        momentum = getattr(norm, "momentum", None)
+        if isinstance(norm, torch.nn.BatchNorm1d):
+            norm.momentum = None
+        quantizer.train()
+        quantizer(latents)
+        quantizer.eval()
+        if isinstance(norm, torch.nn.BatchNorm1d):
+            norm.momentum = momentum
+        # With fewer frames than codes, k-means repeats rows; exact duplicates make the chosen
+        # id depend on float rounding (batch size), so spread them apart.
+        book = quantizer.vq._codebook
+        book.embed.add_(0.05 * book.embed.std() * torch.randn_like(book.embed))
+        book.embed_avg.copy_(book.embed * book.cluster_size[:, None])
+    assert quantizer.initialised
+
+
+def make_codec(cfg: CodecConfig | str, seed: int = 0) -> Codec:
+    """A seeded untrained model in eval mode with a k-means-initialised codebook."""
+    torch.manual_seed(seed)
+    model = Codec.from_config(cfg)
+    prime_codebook(model, seed)
+    return model.eval()
+
+
+def config_40hz() -> CodecConfig:
+    """The tiny non-causal config at hop 600 (40 frames/s)."""
+    data = CodecConfig.named("wavtok-tiny").model_dump()
+    data["name"] = "wavtok-tiny-40hz"
+    data["encoder"]["ratios"] = [8, 5, 5, 3]
+    return CodecConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal() -> Codec:
+    return make_codec("wavtok-tiny-causal")
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Codec:
+    return make_codec("wavtok-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_40hz() -> Codec:
+    return make_codec(config_40hz())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_causal: Codec) -> Path:
+    """A saved copy of `tiny_causal` (config.yaml + model.safetensors)."""
+    path = tmp_path_factory.mktemp("models") / "wavtok-tiny-causal"
+    tiny_causal.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def libritts_clip() -> Path:
+    """The shortest LibriTTS test-clean clip (24 kHz mono wav), to keep tests fast."""
+    if not LIBRITTS.is_dir():
+        pytest.skip(f"LibriTTS test data not found at {LIBRITTS}")
+    clips = sorted(LIBRITTS.glob("*.wav"), key=lambda p: (p.stat().st_size, p.name))
+    if not clips:
+        pytest.skip(f"no .wav clips in {LIBRITTS}")
+    return clips[0]
+
+
+@pytest.fixture
+def signal() -> Callable[..., torch.Tensor]:
+    """`speechlike` as a fixture, for tests that need deterministic audio."""
+    return speechlike

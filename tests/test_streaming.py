@@ -1,0 +1,147 @@
+import dataclasses
+
+import pytest
+import torch
+from conftest import speechlike
+
+from codec import Codec
+
+
+def chunk_sizes(total: int, high: int, seed: int, singles: int = 0) -> list[int]:
+    """Random chunk sizes in [1, high] summing to `total`, starting with `singles` ones."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [1] * min(singles, total)
+    left = total - sum(sizes)
+    while left > 0:
+        n = min(left, int(torch.randint(1, high + 1, (1,), generator=gen)))
+        sizes.append(n)
+        left -= n
+    return sizes
+
+
+def state_numel(obj) -> int:
+    """Total elements of every tensor reachable from a state object."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel()
+    if dataclasses.is_dataclass(obj):
+        return sum(state_numel(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    if isinstance(obj, dict):
+        return sum(state_numel(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(state_numel(v) for v in obj)
+    return 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_encode_equals_offline(tiny_causal: Codec, seed: int):
+    hop = tiny_causal.hop_length
+    wav = speechlike(40 * hop + 123, seed=seed)
+    offline, _ = tiny_causal.encode(wav)
+    assert offline.unique().numel() > 5  # diverse codes, so equality means something
+    enc = tiny_causal.streaming_encoder()
+    # Some single samples, then chunks both below and well above the hop.
+    sizes = chunk_sizes(wav.numel(), 3 * hop, seed, singles=hop + 5)
+    assert max(sizes) > hop
+    out, pos = [], 0
+    for n in sizes:
+        out.append(enc.push(wav[pos : pos + n]))
+        pos += n
+        # Only whole frames are final: as many ids as hops fully received.
+        assert sum(c.shape[-1] for c in out) == pos // hop
+    out.append(enc.flush())
+    streamed = torch.cat(out, dim=-1)
+    assert torch.equal(streamed, offline)
+    assert enc.state.frames_out == offline.shape[-1]
+
+
+def test_flush_on_hop_boundary_adds_nothing(tiny_causal: Codec):
+    hop = tiny_causal.hop_length
+    wav = speechlike(4 * hop)
+    enc = tiny_causal.streaming_encoder()
+    codes = enc.push(wav)
+    assert codes.shape == (1, 4)
+    assert enc.flush().shape == (1, 0)
+    assert torch.equal(codes, tiny_causal.encode(wav)[0])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_decode_matches_offline(tiny_causal: Codec, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    # Longer than the attention window (8 frames) and the conv receptive field.
+    codes = torch.randint(0, tiny_causal.codebook_size, (1, 41), generator=gen)
+    offline, _ = tiny_causal.decode(codes)
+    dec = tiny_causal.streaming_decoder()
+    out, pos = [], 0
+    for n in chunk_sizes(codes.shape[-1], 7, seed, singles=3):
+        piece = dec.push(codes[:, pos : pos + n])
+        assert piece.shape == (1, n * tiny_causal.hop_length)
+        out.append(piece)
+        pos += n
+    out.append(dec.flush())
+    streamed = torch.cat(out, dim=-1)
+    assert streamed.shape == offline[:, 0].shape
+    assert (streamed - offline[:, 0]).abs().max() <= 1e-4
+
+
+def test_stream_encode_then_decode_batch_of_two(tiny_causal: Codec):
+    hop = tiny_causal.hop_length
+    wav = torch.stack([speechlike(9 * hop, seed=3), speechlike(9 * hop, seed=4)])
+    enc = tiny_causal.streaming_encoder(batch_size=2)
+    codes = torch.cat([enc.push(wav[:, : 5 * hop + 1]), enc.push(wav[:, 5 * hop + 1 :])], -1)
+    codes = torch.cat([codes, enc.flush()], dim=-1)
+    assert torch.equal(codes, tiny_causal.encode(wav[:, None])[0])
+    dec = tiny_causal.streaming_decoder(batch_size=2)
+    audio = torch.cat([dec.push(codes[:, :4]), dec.push(codes[:, 4:])], dim=-1)
+    assert (audio - tiny_causal.decode(codes)[0][:, 0]).abs().max() <= 1e-4
+
+
+def test_non_causal_refuses_to_stream(tiny: Codec):
+    with pytest.raises(ValueError, match="not causal"):
+        tiny.streaming_encoder()
+    with pytest.raises(ValueError, match="not causal"):
+        tiny.streaming_decoder()
+
+
+def test_latency(tiny_causal: Codec):
+    enc, dec = tiny_causal.streaming_encoder(), tiny_causal.streaming_decoder()
+    assert enc.latency_ms == pytest.approx(1000 * 320 / 24000)
+    assert dec.latency_ms == 0.0
+
+
+def test_push_after_flush_raises(tiny_causal: Codec):
+    enc = tiny_causal.streaming_encoder()
+    enc.push(speechlike(100))
+    enc.flush()
+    with pytest.raises(RuntimeError, match="flushed"):
+        enc.push(speechlike(100))
+    dec = tiny_causal.streaming_decoder()
+    dec.push(torch.tensor([[1, 2]]))
+    dec.flush()
+    with pytest.raises(RuntimeError, match="flushed"):
+        dec.push(torch.tensor([[1, 2]]))
+
+
+def test_bad_chunks_raise(tiny_causal: Codec):
+    enc = tiny_causal.streaming_encoder(batch_size=1)
+    with pytest.raises(ValueError, match="expected"):
+        enc.push(torch.zeros(2, 100))
+    dec = tiny_causal.streaming_decoder()
+    with pytest.raises(ValueError, match="must lie in"):
+        dec.push(torch.tensor([[tiny_causal.codebook_size]]))
+
+
+def test_state_stays_bounded(tiny_causal: Codec):
+    """Per-chunk cost is bounded: carried state does not grow with the stream's history."""
+    hop = tiny_causal.hop_length
+    enc, dec = tiny_causal.streaming_encoder(), tiny_causal.streaming_decoder()
+    wav = speechlike(60 * hop, seed=5)
+    enc_sizes, dec_sizes = [], []
+    for i in range(60):
+        codes = enc.push(wav[i * hop : (i + 1) * hop])
+        dec.push(codes)
+        enc_sizes.append(state_numel(enc.state))
+        dec_sizes.append(state_numel(dec.state))
+    assert enc_sizes[-1] > 0 and dec_sizes[-1] > 0
+    # The attention context fills within its window (8 frames); afterwards nothing grows.
+    assert len(set(enc_sizes[10:])) == 1, enc_sizes
+    assert len(set(dec_sizes[10:])) == 1, dec_sizes

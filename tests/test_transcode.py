@@ -1,0 +1,408 @@
+"""`wavtok transcode`: mirrored trees, error log, resume (also after SIGKILL), shards, Ray parity.
+
+One small corpus in mixed formats (about 8 s of audio) and the tiny causal model keep each run
+well under a second; the Ray tests share one local two-CPU instance.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+from conftest import ROOT, speechlike
+
+from codec import cli, tokenfile
+from codec.audio import load_mono
+from codec.transcode_core import Item, Journal, read_jsonl
+from codec.transcode_plan import discover, make_batches, make_items
+
+SR = 24000
+ARCTIC = ROOT.parent / "shared/data/train/speech/cmu_arctic"
+GOOD = [
+    "a.wav",
+    "b.flac",
+    "c.ogg",
+    "silent.wav",
+    "stereo.wav",
+    "sub/deeper/arctic.wav",
+    "sub/low.wav",
+]
+BAD = {"corrupt.wav": "unreadable audio", "short.wav": "too short"}
+STATE = ".wavtok-transcode"
+
+
+def transcode(*argv) -> int:
+    return cli.main(["transcode", *(str(a) for a in argv)])
+
+
+def tree(root: Path, suffix: str) -> dict[str, bytes]:
+    """Relative path -> bytes of every `suffix` file under `root`, state dir excluded."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob(f"*{suffix}"))
+        if STATE not in p.parts
+    }
+
+
+def stats(root: Path) -> dict[str, tuple[int, int]]:
+    """(mtime, inode) of every file but summary.json, which each run rewrites."""
+    return {
+        str(p): (p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "summary.json"
+    }
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.tmp")]
+
+
+def with_suffix(names, suffix: str) -> set[str]:
+    return {Path(n).with_suffix(suffix).as_posix() for n in names}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "sub/deeper").mkdir(parents=True)
+    sf.write(root / "a.wav", speechlike(SR, 1).numpy(), SR, subtype="PCM_16")
+    sf.write(root / "b.flac", speechlike(16800, 2).numpy(), SR)
+    sf.write(root / "c.ogg", speechlike(12000, 3).numpy(), SR, format="OGG", subtype="VORBIS")
+    stereo = np.stack([speechlike(26460, s, 44100).numpy() for s in (4, 5)], axis=1)
+    sf.write(root / "stereo.wav", stereo, 44100, subtype="FLOAT")
+    sf.write(root / "sub/low.wav", speechlike(12800, 6, 16000).numpy(), 16000, subtype="PCM_16")
+    arctic = sorted(ARCTIC.glob("*.wav"))
+    if arctic:
+        shutil.copy(arctic[0], root / "sub/deeper/arctic.wav")
+    else:  # same shape as the real clip: 16 kHz speech-like, a few seconds
+        sf.write(root / "sub/deeper/arctic.wav", speechlike(40000, 7, 16000).numpy(), 16000)
+    sf.write(root / "silent.wav", np.zeros(12000, np.float32), SR, subtype="PCM_16")
+    sf.write(root / "short.wav", np.full(100, 0.1, np.float32), SR, subtype="PCM_16")
+    (root / "corrupt.wav").write_bytes(np.random.default_rng(0).bytes(3000))
+    (root / "notes.txt").write_text("not audio\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(corpus: Path, tiny_model_dir: Path, tmp_path_factory) -> Path:
+    """An uninterrupted local encode (4 files a batch, 2 loader threads); treat as read-only."""
+    out = tmp_path_factory.mktemp("reference")
+    assert (
+        transcode("encode", corpus, out, "--model", tiny_model_dir, "--batch-size", 4, "--quiet")
+        == 0
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+# -- encode -------------------------------------------------------------------------------------
+def test_encode_mirrors_tree_and_logs_errors(
+    corpus, reference, tiny_causal, tiny_model_dir, tmp_path
+):
+    tokens = tree(reference, tokenfile.EXTENSION)
+    assert set(tokens) == with_suffix(GOOD, ".wtok")
+    for name in GOOD:
+        wav, _ = load_mono(corpus / name, SR)
+        ids, header = tokenfile.loads(tokens[Path(name).with_suffix(".wtok").as_posix()])
+        assert header.num_samples == wav.numel() and header.model == tiny_causal.name
+        alone, _ = tiny_causal.encode(wav)  # batched codes equal the file's codes alone
+        assert np.array_equal(ids, alone[0].numpy()), name
+    # ... and each token file is the one `wavtok encode` writes for that file.
+    single = tmp_path / "single.wtok"
+    assert (
+        cli.main(
+            ["encode", str(corpus / "stereo.wav"), str(single), "--model", str(tiny_model_dir)]
+        )
+        == 0
+    )
+    assert single.read_bytes() == tokens["stereo.wtok"]
+
+    errors = read_jsonl(reference / STATE / "errors.jsonl")
+    assert set(errors) == set(BAD)
+    for name, reason in BAD.items():
+        assert reason in errors[name]["error"] and errors[name]["permanent"] is True
+    assert "0x" not in errors["corrupt.wav"]["error"]  # no object addresses in messages
+
+    manifest = read_jsonl(reference / STATE / "manifest.jsonl")
+    assert set(manifest) == set(GOOD)
+    for name, rec in manifest.items():
+        out = reference / rec["output"]
+        assert rec["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+        assert rec["input_sha256"] == hashlib.sha256((corpus / name).read_bytes()).hexdigest()
+    summary = json.loads((reference / STATE / "summary.json").read_text())
+    assert (summary["files_done"], summary["errors"], summary["files_found"]) == (7, 2, 9)
+    assert summary["tokens"] == sum(r["num_frames"] for r in manifest.values())
+    assert not temp_files(reference)
+
+
+def test_strict_exits_non_zero(corpus, tiny_model_dir, tmp_path, capsys):
+    code = transcode("encode", corpus, tmp_path, "--model", tiny_model_dir, "--strict", "--quiet")
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("wavtok: error: 2 files failed")
+    assert "7 done" in out and "2 errors" in out
+    assert set(tree(tmp_path, ".wtok")) == with_suffix(GOOD, ".wtok")
+
+
+def test_rerun_skips_finished_work_and_redoes_changed(
+    corpus, reference, tiny_model_dir, tmp_path, capsys
+):
+    src, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(corpus, src)
+    shutil.copytree(reference, out)
+    before = stats(out)
+    assert transcode("encode", src, out, "--model", tiny_model_dir, "--quiet") == 0
+    assert "0 done, 7 skipped" in capsys.readouterr().out
+    assert stats(out) == before
+    assert (out / STATE / "errors.jsonl").read_bytes() == (
+        reference / STATE / "errors.jsonl"
+    ).read_bytes()
+
+    # A changed input, a deleted output and a corrupted output are redone; nothing else is.
+    sf.write(src / "a.wav", speechlike(SR // 2, 9).numpy(), SR, subtype="PCM_16")
+    (out / "b.wtok").unlink()
+    data = bytearray((out / "c.wtok").read_bytes())
+    data[-1] ^= 0xFF
+    (out / "c.wtok").write_bytes(bytes(data))
+    before = stats(out)
+    assert transcode("encode", src, out, "--model", tiny_model_dir, "--quiet") == 0
+    assert "3 done, 4 skipped" in capsys.readouterr().out
+    after = stats(out)
+    redone = {str(out / n) for n in ("a.wtok", "b.wtok", "c.wtok")}
+    for path, st in before.items():
+        if path not in redone and STATE not in path:
+            assert after[path] == st, path
+    assert tokenfile.load(out / "a.wtok")[1].num_samples == SR // 2
+    for name in ("b.wtok", "c.wtok"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_interrupted_run_resumes_to_identical_output(
+    sig, corpus, reference, tiny_model_dir, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    # The child sleeps after each journal commit so that it is reliably stopped mid-job.
+    child = textwrap.dedent(
+        """
+        import sys, time
+        from codec import cli, transcode_core
+        commit = transcode_core.Journal.commit
+        def slow_commit(self, records, errors):
+            commit(self, records, errors)
+            time.sleep(0.5)
+        transcode_core.Journal.commit = slow_commit
+        sys.exit(cli.main(sys.argv[1:]))
+        """
+    )
+    argv = ["transcode", "encode", corpus, out, "--model", tiny_model_dir, "--batch-size", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, *map(str, argv), "--workers", "1", "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    manifest = out / STATE / "manifest.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while not (manifest.is_file() and manifest.read_bytes().count(b"\n") >= 1):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no batch recorded within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err, err
+    recorded = len(read_jsonl(manifest))
+    assert 1 <= recorded < len(GOOD)
+
+    assert transcode("encode", corpus, out, "--model", tiny_model_dir, "--quiet") == 0
+    assert f"{recorded} skipped" in capsys.readouterr().out
+    assert tree(out, ".wtok") == tree(reference, ".wtok")  # batch size 1 vs 4: same bytes
+    assert set(read_jsonl(manifest)) == set(GOOD)
+    assert not temp_files(out)
+
+
+# -- decode and roundtrip ------------------------------------------------------------------------
+def test_decode_restores_sample_counts(reference, tiny_model_dir, tiny_causal, tmp_path):
+    assert transcode("decode", reference, tmp_path, "--model", tiny_model_dir, "--quiet") == 0
+    wavs = tree(tmp_path, ".wav")
+    assert set(wavs) == with_suffix(GOOD, ".wav")
+    for name in GOOD:
+        ids, header = tokenfile.load(reference / Path(name).with_suffix(".wtok"))
+        info = sf.info(str(tmp_path / Path(name).with_suffix(".wav")))
+        assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "PCM_16")
+        assert info.frames == header.num_samples
+        audio, _ = sf.read(str(tmp_path / Path(name).with_suffix(".wav")), dtype="float32")
+        alone, _ = tiny_causal.decode(torch.from_numpy(ids)[None])
+        assert np.allclose(audio, alone[0, 0, : header.num_samples].clamp(-1, 1).numpy(), atol=2e-4)
+
+
+def test_roundtrip_keeps_sample_counts(corpus, tiny_model_dir, tmp_path):
+    assert (
+        transcode(
+            "roundtrip", corpus, tmp_path, "--model", tiny_model_dir, "--quiet", "--workers", 0
+        )
+        == 0
+    )
+    assert set(tree(tmp_path, ".wav")) == with_suffix(GOOD, ".wav")
+    for name in GOOD:
+        info = sf.info(str(tmp_path / Path(name).with_suffix(".wav")))
+        assert info.frames == load_mono(corpus / name, SR)[0].numel() and info.samplerate == SR
+    assert set(read_jsonl(tmp_path / STATE / "errors.jsonl")) == set(BAD)
+
+
+# -- shards -------------------------------------------------------------------------------------
+def test_shards_hold_the_right_rows_deterministically(
+    corpus, reference, tiny_model_dir, tmp_path, capsys
+):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ("--model", tiny_model_dir, "--shards", "--shard-size", 3, "--quiet")
+    assert transcode("encode", corpus, a, *common) == 0
+    assert transcode("encode", corpus, b, *common, "--batch-size", 1, "--workers", 0) == 0
+    names = sorted(p.name for p in a.glob("*.parquet"))
+    assert names == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+    assert not tree(a, ".wtok")  # tokens only in the state dir, no mirrored tree
+    assert tree(a, ".parquet") == tree(b, ".parquet")  # byte-identical
+
+    table = pa.concat_tables([pq.read_table(a / n) for n in names])
+    assert table.num_rows == len(GOOD) and [pq.read_metadata(a / n).num_rows for n in names] == [
+        3,
+        3,
+        1,
+    ]
+    assert table.column("path").to_pylist() == sorted(GOOD)
+    assert table.schema.field("codes").type.value_type == pa.uint16()
+    for row in table.to_pylist():
+        ids, header = tokenfile.load(reference / Path(row["path"]).with_suffix(".wtok"))
+        assert row["codes"] == ids.tolist() and row["num_frames"] == ids.size
+        assert (row["num_samples"], row["sample_rate"], row["model"]) == (
+            header.num_samples,
+            SR,
+            "wavtok-tiny-causal",
+        )
+        assert row["frame_rate"] == 75.0 and row["duration"] == header.num_samples / SR
+
+    capsys.readouterr()
+    before = stats(a)
+    assert transcode("encode", corpus, a, *common) == 0
+    assert "shards: 3 (0 written)" in capsys.readouterr().out
+    assert all(stats(a)[p] == before[p] for p in before if p.endswith(".parquet"))
+
+
+# -- Ray ----------------------------------------------------------------------------------------
+def test_ray_encode_matches_local_bytes(ray_local, corpus, reference, tiny_model_dir, tmp_path):
+    code = transcode(
+        "encode", corpus, tmp_path, "--model", tiny_model_dir, "--batch-size", 3, "--quiet", "--ray"
+    )
+    assert code == 0
+    assert tree(tmp_path, ".wtok") == tree(reference, ".wtok")
+    assert set(read_jsonl(tmp_path / STATE / "errors.jsonl")) == set(BAD)
+    manifest = read_jsonl(tmp_path / STATE / "manifest.jsonl")
+    assert {k: v["output_sha256"] for k, v in manifest.items()} == {
+        k: v["output_sha256"] for k, v in read_jsonl(reference / STATE / "manifest.jsonl").items()
+    }
+
+
+def test_ray_decode_matches_local(ray_local, reference, tiny_model_dir, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert transcode("decode", reference, local, "--model", tiny_model_dir, "--quiet") == 0
+    assert (
+        transcode("decode", reference, remote, "--model", tiny_model_dir, "--quiet", "--ray") == 0
+    )
+    a, b = tree(local, ".wav"), tree(remote, ".wav")
+    assert set(a) == set(b) == with_suffix(GOOD, ".wav")
+    for name in a:
+        x, _ = sf.read(str(local / name), dtype="int16")
+        y, _ = sf.read(str(remote / name), dtype="int16")
+        assert x.shape == y.shape and np.abs(x.astype(int) - y).max() <= 1, name
+
+
+# -- arguments and units ------------------------------------------------------------------------
+def test_bad_arguments_give_one_line_errors(corpus, tiny_model_dir, tmp_path, capsys):
+    for argv in (
+        ("encode", tmp_path / "missing", tmp_path / "o"),
+        ("encode", corpus, corpus),
+        ("encode", corpus, tmp_path / "o", "--batch-size", 0),
+        ("encode", corpus, tmp_path / "o", "--model", tmp_path / "no-model"),
+    ):
+        code = (
+            transcode(*argv, "--model", tiny_model_dir)
+            if "--model" not in argv
+            else transcode(*argv)
+        )
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("wavtok: error: ") and len(err.splitlines()) == 1, err
+    assert transcode("decode", corpus, tmp_path / "o", "--shards") == 2  # encode-only option
+
+
+def test_batches_are_length_bucketed():
+    durations = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 0.5]
+    items = [Item(i, f"{i:02d}", "", "", d) for i, d in enumerate(durations)]
+    batches = make_batches(items, batch_size=3, max_batch_seconds=20.0, window=2)
+    assert sorted(it.index for b in batches for it in b) == list(range(10))
+    for batch in batches:
+        lengths = [it.duration_s for it in batch]
+        assert lengths == sorted(lengths) and len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(lengths) <= 20.0
+    first_window = [it.index for b in batches for it in b][:6]  # 2 batches' worth sorted together
+    assert first_window == [1, 5, 3, 0, 4, 2]
+    assert make_batches(items, 3, 20.0, 2) == batches
+
+
+def test_discover_skips_hidden_files_and_other_jobs_outputs(tmp_path):
+    for name in ("a.wav", "s/b.flac", ".hidden.wav", "s/.c.wav.1.0123abcd.tmp", "x.txt",
+                 "done/c.wav", f"done/{STATE}/manifest.jsonl", "me/d.wav"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = discover(tmp_path, tmp_path / "me", "encode")
+    assert [rel for rel, _ in found] == ["a.wav", "s/b.flac"]
+
+
+def test_outputs_claimed_twice_are_conflicts():
+    items = make_items([("x/a.flac", Path("a.flac")), ("x/a.wav", Path("a.wav"))], "encode")
+    assert [it.out_rel for it in items] == ["x/a.wtok", "x/a.wtok"]
+    assert items[0].conflict is None and "x/a.flac" in items[1].conflict
+
+
+def test_journal_is_exclusive_and_survives_torn_lines(tmp_path):
+    journal = Journal(tmp_path / STATE)
+    with pytest.raises(RuntimeError, match="another transcode job"):
+        Journal(tmp_path / STATE)
+    journal.commit([{"input": "a", "n": 1}], [])
+    journal.close()
+    with open(tmp_path / STATE / "manifest.jsonl", "ab") as f:
+        f.write(b'{"input": "b", "n"')  # a run killed mid-append
+    journal = Journal(tmp_path / STATE)
+    journal.commit([{"input": "c", "n": 3}], [])
+    journal.close()
+    assert read_jsonl(tmp_path / STATE / "manifest.jsonl") == {
+        "a": {"input": "a", "n": 1},
+        "c": {"input": "c", "n": 3},
+    }
