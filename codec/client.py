@@ -1,0 +1,509 @@
+"""Python client for the wavtok service (`wavtok serve`): HTTP via httpx, streams via websockets.
+
+    client = WavtokClient("http://127.0.0.1:8000", api_key="...")
+    result = client.encode("speech.flac")            # EncodeResult: codes + metadata
+    wav_bytes = client.decode(result)                 # trimmed to the original length
+    codes = client.stream_encode(pcm16_chunks)        # real-time WebSocket encode
+
+`AsyncWavtokClient` has the same methods as coroutines. The sync WebSocket helpers run the async
+ones in a private event loop, so call them from plain (non-async) code only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from codec.tokenfile import TokenHeader, dumps
+
+AudioInput = bytes | str | Path
+CodesInput = Any  # EncodeResult, token-file bytes, or a sequence / array of ids
+PcmFormat = Literal["pcm16", "f32"]
+TOKEN_TYPE = "application/octet-stream"
+_EXT_TYPES = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg",
+}
+
+
+class WavtokAPIError(Exception):
+    """An error answer: HTTP status (or WebSocket close code) and the server's message."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class EncodeResult:
+    """Codes of one encoded input plus what decoding needs."""
+
+    codes: np.ndarray  # (F,) int64
+    model: str
+    sample_rate: int
+    frame_rate: float
+    codebook_size: int
+    num_samples: int
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.codes.shape[-1])
+
+    @property
+    def header(self) -> TokenHeader:
+        return TokenHeader(
+            model=self.model,
+            sample_rate=self.sample_rate,
+            frame_rate=self.frame_rate,
+            codebook_size=self.codebook_size,
+            num_samples=self.num_samples,
+        )
+
+    def to_tokenfile(self) -> bytes:
+        return dumps(self.codes, self.header)
+
+
+def _sniff(data: bytes) -> str:
+    if data[:4] == b"RIFF":
+        return "audio/wav"
+    if data[:4] == b"fLaC":
+        return "audio/flac"
+    if data[:4] == b"OggS":
+        return "audio/ogg"
+    if data[:3] == b"ID3" or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg"
+    return "audio/wav"  # the server names the real problem if it is not audio at all
+
+
+def _audio_payload(audio: AudioInput) -> tuple[bytes, str]:
+    if isinstance(audio, bytes | bytearray):
+        return bytes(audio), _sniff(bytes(audio))
+    path = Path(audio)
+    data = path.read_bytes()
+    return data, _EXT_TYPES.get(path.suffix.lower(), _sniff(data))
+
+
+def _decode_payload(codes: CodesInput, num_samples: int | None, model: str | None):
+    """(content, content_type) for POST /v1/decode."""
+    if isinstance(codes, bytes | bytearray):
+        return {"content": bytes(codes), "headers": {"content-type": TOKEN_TYPE}}
+    if isinstance(codes, EncodeResult):
+        num_samples = codes.num_samples if num_samples is None else num_samples
+        model = model or codes.model
+        codes = codes.codes
+    body: dict[str, Any] = {"codes": np.asarray(codes, dtype=np.int64).reshape(-1).tolist()}
+    if num_samples is not None:
+        body["num_samples"] = int(num_samples)
+    if model is not None:
+        body["model"] = model
+    return {"json": body}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        err = response.json()["error"]
+        message, code = str(err["message"]), err.get("code")
+    except (ValueError, KeyError, TypeError):
+        message, code = response.text[:200] or response.reason_phrase, None
+    raise WavtokAPIError(response.status_code, message, code)
+
+
+def _encode_result(data: dict) -> EncodeResult:
+    return EncodeResult(
+        codes=np.asarray(data["codes"], dtype=np.int64),
+        model=data["model"],
+        sample_rate=int(data["sample_rate"]),
+        frame_rate=float(data["frame_rate"]),
+        codebook_size=int(data["codebook_size"]),
+        num_samples=int(data["num_samples"]),
+    )
+
+
+def _pcm_chunk(chunk: Any, fmt: PcmFormat) -> bytes:
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    arr = np.asarray(chunk)
+    if fmt == "f32":
+        return np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    if arr.dtype.kind == "f":
+        # The inverse of the server's 1/32768 scaling, so float input survives the round trip.
+        arr = np.clip(np.round(arr * 32768.0), -32768, 32767)
+    return np.ascontiguousarray(arr, dtype="<i2").tobytes()
+
+
+def _code_chunk(chunk: Any) -> bytes:
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk)
+    arr = np.asarray(chunk, dtype=np.int64).reshape(-1)
+    if arr.size and (arr.min() < 0 or arr.max() > 0xFFFF):
+        raise ValueError("code ids must lie in [0, 65535] to be streamed as uint16")
+    return arr.astype("<u2").tobytes()
+
+
+async def _aiter(items: Iterable | AsyncIterable) -> AsyncIterator:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+        return
+    it = iter(items)
+    done = object()
+    while True:
+        # In a thread: a real-time source may sleep between chunks, and receiving must go on.
+        item = await asyncio.to_thread(next, it, done)
+        if item is done:
+            return
+        yield item
+
+
+async def _closing_error(ws, message: str) -> WavtokAPIError:
+    """The error for a server error message, with the close code that follows it."""
+    # The server closes right after an error message; its close frame carries the code.
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        await asyncio.wait_for(ws.recv(), 5)
+    return WavtokAPIError(ws.close_code or 1011, message)
+
+
+class _Base:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float, trust_env: bool):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.trust_env = trust_env
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def _ws_url(self, path: str) -> str:
+        scheme, rest = self.base_url.split("://", 1)
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+
+    async def _ws(
+        self,
+        op: str,
+        chunks: Iterable | AsyncIterable,
+        start: dict,
+        convert: Callable[[Any], bytes],
+        on_output: Callable[[bytes], None],
+    ) -> dict:
+        """Run one stream; returns the server's "done" message. Sending and receiving overlap."""
+        try:
+            async with connect(
+                self._ws_url(f"/v1/stream/{op}"),
+                additional_headers=self._headers,
+                proxy=True if self.trust_env else None,
+                max_size=None,
+                open_timeout=self.timeout,
+            ) as ws:
+                await ws.send(json.dumps({"type": "start", **start}))
+                ready = json.loads(await ws.recv())
+                if ready.get("type") != "ready":
+                    raise await _closing_error(ws, ready.get("message", str(ready)))
+
+                async def send_all() -> None:
+                    async for chunk in _aiter(chunks):
+                        data = convert(chunk)
+                        if data:
+                            await ws.send(data)
+                    await ws.send(json.dumps({"type": "end"}))
+
+                sender = asyncio.create_task(send_all())
+                try:
+                    while True:
+                        msg = await ws.recv()
+                        if isinstance(msg, bytes):
+                            on_output(msg)
+                            continue
+                        control = json.loads(msg)
+                        if control.get("type") == "done":
+                            await sender
+                            return control
+                        if control.get("type") == "error":
+                            raise await _closing_error(ws, control.get("message", ""))
+                finally:
+                    if not sender.done():
+                        sender.cancel()
+                    await asyncio.gather(sender, return_exceptions=True)
+        except InvalidStatus as e:
+            raise WavtokAPIError(e.response.status_code, "WebSocket handshake refused") from None
+        except ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd else 1006
+            raise WavtokAPIError(code, (e.rcvd.reason if e.rcvd else "") or str(e)) from None
+
+    async def _stream_encode(
+        self,
+        pcm_chunks: Iterable | AsyncIterable,
+        sample_rate: int,
+        format: PcmFormat,
+        model: str | None,
+        on_codes: Callable[[np.ndarray], None] | None,
+    ) -> np.ndarray:
+        parts: list[np.ndarray] = []
+
+        def collect(data: bytes) -> None:
+            codes = np.frombuffer(data, "<u2").astype(np.int64)
+            parts.append(codes)
+            if on_codes is not None:
+                on_codes(codes)
+
+        start = {
+            "sample_rate": sample_rate,
+            "format": format,
+            **({"model": model} if model else {}),
+        }
+        await self._ws("encode", pcm_chunks, start, lambda c: _pcm_chunk(c, format), collect)
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    async def _stream_decode(
+        self,
+        code_chunks: Iterable | AsyncIterable,
+        format: PcmFormat,
+        model: str | None,
+        on_audio: Callable[[np.ndarray], None] | None,
+    ) -> np.ndarray:
+        dtype = "<i2" if format == "pcm16" else "<f4"
+        parts: list[np.ndarray] = []
+
+        def collect(data: bytes) -> None:
+            audio = np.frombuffer(data, dtype)
+            parts.append(audio)
+            if on_audio is not None:
+                on_audio(audio)
+
+        start = {"format": format, **({"model": model} if model else {})}
+        await self._ws("decode", code_chunks, start, _code_chunk, collect)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+class WavtokClient(_Base):
+    """Synchronous client. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        trust_env: bool = True,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout, trust_env)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self._headers, timeout=timeout, trust_env=trust_env
+        )
+
+    def __enter__(self) -> WavtokClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def health(self) -> dict:
+        r = self._http.get("/healthz")
+        _raise_for(r)
+        return r.json()
+
+    def ready(self) -> bool:
+        return self._http.get("/readyz").status_code == 200
+
+    def models(self) -> list[dict]:
+        r = self._http.get("/v1/models")
+        _raise_for(r)
+        return r.json()["models"]
+
+    def encode(self, audio: AudioInput, model: str | None = None) -> EncodeResult:
+        """Audio file bytes or a path (any rate and channel count) -> codes and metadata."""
+        data, content_type = _audio_payload(audio)
+        params = {"model": model} if model else None
+        r = self._http.post(
+            "/v1/encode", content=data, headers={"content-type": content_type}, params=params
+        )
+        _raise_for(r)
+        return _encode_result(r.json())
+
+    def encode_to_tokenfile(self, audio: AudioInput, model: str | None = None) -> bytes:
+        """Like `encode`, but the server's `.wtok` token file bytes."""
+        data, content_type = _audio_payload(audio)
+        r = self._http.post(
+            "/v1/encode",
+            content=data,
+            headers={"content-type": content_type, "accept": TOKEN_TYPE},
+            params={"model": model} if model else None,
+        )
+        _raise_for(r)
+        return r.content
+
+    def decode(
+        self,
+        codes: CodesInput,
+        num_samples: int | None = None,
+        format: str = "wav",
+        model: str | None = None,
+    ) -> bytes:
+        """Codes (EncodeResult, ids, or token-file bytes) -> audio bytes in `format`."""
+        params = {"format": format, **({"model": model} if model else {})}
+        r = self._http.post(
+            "/v1/decode", params=params, **_decode_payload(codes, num_samples, None)
+        )
+        _raise_for(r)
+        return r.content
+
+    def decode_stream(
+        self,
+        codes: CodesInput,
+        num_samples: int | None = None,
+        format: str = "pcm16",
+        model: str | None = None,
+    ) -> Iterator[bytes]:
+        """Like `decode` with `stream=true`: yields audio bytes as the server decodes them."""
+        params = {"format": format, "stream": "true", **({"model": model} if model else {})}
+        payload = _decode_payload(codes, num_samples, None)
+        with self._http.stream("POST", "/v1/decode", params=params, **payload) as r:
+            if r.status_code >= 400:
+                r.read()
+                _raise_for(r)
+            yield from r.iter_bytes()
+
+    def stream_encode(
+        self,
+        pcm_chunks: Iterable,
+        sample_rate: int = 24000,
+        format: PcmFormat = "pcm16",
+        model: str | None = None,
+        on_codes: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """PCM chunks (bytes, int16 or float arrays) over a WebSocket -> (F,) int64 codes."""
+        return asyncio.run(self._stream_encode(pcm_chunks, sample_rate, format, model, on_codes))
+
+    def stream_decode(
+        self,
+        code_chunks: Iterable,
+        format: PcmFormat = "pcm16",
+        model: str | None = None,
+        on_audio: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Code chunks over a WebSocket -> samples (int16 for pcm16, float32 for f32)."""
+        return asyncio.run(self._stream_decode(code_chunks, format, model, on_audio))
+
+
+class AsyncWavtokClient(_Base):
+    """Asynchronous client; `async with AsyncWavtokClient(url) as client: ...`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        trust_env: bool = True,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout, trust_env)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=timeout, trust_env=trust_env
+        )
+
+    async def __aenter__(self) -> AsyncWavtokClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def health(self) -> dict:
+        r = await self._http.get("/healthz")
+        _raise_for(r)
+        return r.json()
+
+    async def ready(self) -> bool:
+        return (await self._http.get("/readyz")).status_code == 200
+
+    async def models(self) -> list[dict]:
+        r = await self._http.get("/v1/models")
+        _raise_for(r)
+        return r.json()["models"]
+
+    async def encode(self, audio: AudioInput, model: str | None = None) -> EncodeResult:
+        data, content_type = _audio_payload(audio)
+        r = await self._http.post(
+            "/v1/encode",
+            content=data,
+            headers={"content-type": content_type},
+            params={"model": model} if model else None,
+        )
+        _raise_for(r)
+        return _encode_result(r.json())
+
+    async def encode_to_tokenfile(self, audio: AudioInput, model: str | None = None) -> bytes:
+        data, content_type = _audio_payload(audio)
+        r = await self._http.post(
+            "/v1/encode",
+            content=data,
+            headers={"content-type": content_type, "accept": TOKEN_TYPE},
+            params={"model": model} if model else None,
+        )
+        _raise_for(r)
+        return r.content
+
+    async def decode(
+        self,
+        codes: CodesInput,
+        num_samples: int | None = None,
+        format: str = "wav",
+        model: str | None = None,
+    ) -> bytes:
+        params = {"format": format, **({"model": model} if model else {})}
+        payload = _decode_payload(codes, num_samples, None)
+        r = await self._http.post("/v1/decode", params=params, **payload)
+        _raise_for(r)
+        return r.content
+
+    async def decode_stream(
+        self,
+        codes: CodesInput,
+        num_samples: int | None = None,
+        format: str = "pcm16",
+        model: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        params = {"format": format, "stream": "true", **({"model": model} if model else {})}
+        payload = _decode_payload(codes, num_samples, None)
+        async with self._http.stream("POST", "/v1/decode", params=params, **payload) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                _raise_for(r)
+            async for chunk in r.aiter_bytes():
+                yield chunk
+
+    async def stream_encode(
+        self,
+        pcm_chunks: Iterable | AsyncIterable,
+        sample_rate: int = 24000,
+        format: PcmFormat = "pcm16",
+        model: str | None = None,
+        on_codes: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        return await self._stream_encode(pcm_chunks, sample_rate, format, model, on_codes)
+
+    async def stream_decode(
+        self,
+        code_chunks: Iterable | AsyncIterable,
+        format: PcmFormat = "pcm16",
+        model: str | None = None,
+        on_audio: Callable[[np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        return await self._stream_decode(code_chunks, format, model, on_audio)

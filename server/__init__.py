@@ -1,0 +1,1 @@
+"""The wavtok codec service: FastAPI app (`server.app.create_app`) served by uvicorn."""

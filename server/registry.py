@@ -1,0 +1,266 @@
+"""Loaded models and their batched runners.
+
+Each served model gets a `ModelRunner`: one single-thread executor (a model runs one batch at a
+time; parallel batches would only fight over the same cores or GPU), an encode batcher and a
+decode batcher. Streaming steps run on a separate, shared pool so that real-time streams do not
+queue behind large offline batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codec.model import Codec, resolve_model_dir
+from server import errors
+from server.batching import DynamicBatcher
+from server.metrics import Metrics
+from server.settings import Settings
+
+log = logging.getLogger("wavtok.server")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Padded samples (or frames x hop) one batch may hold; longer mixes are split by length so a
+# single long request does not multiply the cost of many short ones.
+_BATCH_BUDGET_SECONDS = 120.0
+
+
+@dataclass
+class EncodeItem:
+    wav: torch.Tensor  # (T,) float32 at the model's rate
+
+
+@dataclass
+class DecodeItem:
+    codes: torch.Tensor  # (F,) int64, already validated
+    num_samples: int
+
+
+def _groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices grouped by similar length so that len(group) * max(length) <= budget."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * lengths[i] <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+class ModelRunner:
+    """One model: batched encode/decode off the event loop, plus its metadata."""
+
+    def __init__(self, codec: Codec, settings: Settings, metrics: Metrics) -> None:
+        self.codec = codec
+        self.name = codec.name
+        self.metrics = metrics
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"wavtok-{self.name}")
+        dtype = _DTYPES[settings.dtype]
+        if dtype != torch.float32 and codec.device.type != "cuda":
+            log.warning(
+                "dtype %s ignored on %s: autocast is CUDA-only", settings.dtype, codec.device
+            )
+        self._autocast_dtype = (
+            dtype if codec.device.type == "cuda" and dtype != torch.float32 else None
+        )
+        self._budget = int(_BATCH_BUDGET_SECONDS * codec.sample_rate)
+        self.encoder = self._batcher("encode", self._encode_batch, settings)
+        self.decoder = self._batcher("decode", self._decode_batch, settings)
+
+    def _batcher(self, op: str, fn, settings: Settings) -> DynamicBatcher:
+        size = self.metrics.batch_size.labels(self.name, op)
+        seconds = self.metrics.batch_seconds.labels(self.name, op)
+        depth = self.metrics.queue_depth.labels(self.name, op)
+
+        def on_batch(n: int, elapsed: float) -> None:
+            size.observe(n)
+            seconds.observe(elapsed)
+
+        return DynamicBatcher(
+            fn,
+            self.executor,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue=settings.max_queue,
+            on_batch=on_batch,
+            on_queue=depth.set,
+        )
+
+    def info(self, default: bool) -> dict:
+        c = self.codec
+        return {
+            "name": c.name,
+            "sample_rate": c.sample_rate,
+            "frame_rate": c.frame_rate,
+            "hop_length": c.hop_length,
+            "codebook_size": c.codebook_size,
+            "bitrate": c.bitrate,
+            "causal": c.causal,
+            "default": default,
+        }
+
+    def precision(self):
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self._autocast_dtype)
+
+    # -- batch functions (executor thread) ---------------------------------------------------
+    def _encode_batch(self, items: list[EncodeItem]) -> list[np.ndarray | BaseException]:
+        results: list[np.ndarray | BaseException] = [RuntimeError("not run")] * len(items)
+        lengths = [int(it.wav.shape[-1]) for it in items]
+        for group in _groups(lengths, self._budget):
+            try:
+                wav = torch.zeros(len(group), 1, max(lengths[i] for i in group))
+                for row, i in enumerate(group):
+                    wav[row, 0, : lengths[i]] = items[i].wav
+                with self.precision():
+                    codes, code_lengths = self.codec.encode(
+                        wav, torch.tensor([lengths[i] for i in group])
+                    )
+                codes = codes.cpu().numpy()
+                for row, i in enumerate(group):
+                    results[i] = codes[row, : int(code_lengths[row])].astype(np.int64)
+            except Exception as e:
+                for i in group:
+                    results[i] = e
+        return results
+
+    def _decode_batch(self, items: list[DecodeItem]) -> list[np.ndarray | BaseException]:
+        results: list[np.ndarray | BaseException] = [RuntimeError("not run")] * len(items)
+        hop = self.codec.hop_length
+        frames = [int(it.codes.shape[-1]) for it in items]
+        for group in _groups([f * hop for f in frames], self._budget):
+            try:
+                codes = torch.zeros(len(group), max(frames[i] for i in group), dtype=torch.long)
+                for row, i in enumerate(group):
+                    codes[row, : frames[i]] = items[i].codes
+                with self.precision():
+                    audio, sample_lengths = self.codec.decode(
+                        codes,
+                        torch.tensor([frames[i] for i in group]),
+                        torch.tensor([items[i].num_samples for i in group]),
+                    )
+                audio = audio.float().cpu().numpy()
+                for row, i in enumerate(group):
+                    results[i] = audio[row, 0, : int(sample_lengths[row])].copy()
+            except Exception as e:
+                for i in group:
+                    results[i] = e
+        return results
+
+    # -- async API ------------------------------------------------------------------------------
+    async def encode(self, wav: torch.Tensor) -> np.ndarray:
+        """(T,) samples at the model's rate -> (F,) int64 codes."""
+        codes = await self.encoder.submit(EncodeItem(wav))
+        self.metrics.audio_seconds.labels(self.name, "encode", "http").inc(
+            wav.shape[-1] / self.codec.sample_rate
+        )
+        return codes
+
+    async def decode(self, codes: torch.Tensor, num_samples: int) -> np.ndarray:
+        """(F,) valid codes -> (T,) float32 samples, T = min(F * hop, num_samples)."""
+        audio = await self.decoder.submit(DecodeItem(codes, num_samples))
+        self.metrics.audio_seconds.labels(self.name, "decode", "http").inc(
+            audio.shape[-1] / self.codec.sample_rate
+        )
+        return audio
+
+    def warmup(self) -> None:
+        """A dummy batched encode/decode (and streaming step) so first requests are not slow."""
+        hop = self.codec.hop_length
+        items = [EncodeItem(torch.zeros(hop * 8)), EncodeItem(torch.zeros(hop * 3 + 1))]
+        for out in self._encode_batch(items):
+            if isinstance(out, BaseException):
+                raise out
+        dec = [DecodeItem(torch.zeros(8, dtype=torch.long), hop * 8)]
+        for out in self._decode_batch(dec):
+            if isinstance(out, BaseException):
+                raise out
+        if self.codec.causal:
+            enc = self.codec.streaming_encoder()
+            enc.push(torch.zeros(1, hop * 2))
+            enc.flush()
+            self.codec.streaming_decoder().push(torch.zeros(1, 2, dtype=torch.long))
+
+    async def close(self) -> None:
+        await self.encoder.close()
+        await self.decoder.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def resolve(spec: str, models_dir: Path | None) -> Path:
+    """A model directory from a path, a name under `models_dir`, or the codec's own lookup."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if models_dir is not None and (models_dir / spec).is_dir():
+        return models_dir / spec
+    return resolve_model_dir(spec)
+
+
+class ModelRegistry:
+    """Loads the configured models in the background; `get` hands out runners once ready."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.runners: dict[str, ModelRunner] = {}
+        self.default_name: str | None = None
+        self.ready = False
+        self.error: str | None = None
+        self.stream_executor = ThreadPoolExecutor(
+            settings.stream_workers, thread_name_prefix="wavtok-stream"
+        )
+
+    def _load_all(self) -> None:
+        specs = [self.settings.default_model, *self.settings.models]
+        for i, spec in enumerate(specs):
+            path = resolve(spec, self.settings.models_dir)
+            codec = Codec.from_pretrained(path, self.settings.device)
+            if codec.name in self.runners:
+                log.warning("model %r from %s already served; skipped", codec.name, path)
+                continue
+            runner = ModelRunner(codec, self.settings, self.metrics)
+            if self.settings.warmup:
+                runner.warmup()
+            self.runners[codec.name] = runner
+            if i == 0:
+                self.default_name = codec.name
+            log.info("model %r loaded from %s on %s", codec.name, path, self.settings.device)
+
+    async def load(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._load_all)
+        except Exception as e:
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("model loading failed: %s", self.error)
+            return
+        for runner in self.runners.values():
+            runner.encoder.start()
+            runner.decoder.start()
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    def get(self, name: str | None) -> ModelRunner:
+        """The runner for `name` (default model when None); 503 while loading, 404 if unknown."""
+        if not self.ready:
+            if self.error:
+                raise errors.APIError(503, "not_ready", f"model loading failed: {self.error}")
+            raise errors.not_ready()
+        key = name or self.default_name
+        if key not in self.runners:
+            raise errors.unknown_model(str(name), sorted(self.runners))
+        return self.runners[key]
+
+    async def close(self) -> None:
+        for runner in self.runners.values():
+            await runner.close()
+        self.stream_executor.shutdown(wait=False, cancel_futures=True)
