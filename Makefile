@@ -3,10 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-SYSTEM_TOOLS := opusenc opusdec c2enc c2dec ffmpeg sox espeak-ng
+SYSTEM_TOOLS := opusenc opusdec c2enc c2dec ffmpeg sox espeak-ng festival docker-compose
 DATA_TEST := ../shared/data/test/libritts_test_clean
 
-.PHONY: setup system-deps test lint serve eval bench clean
+.PHONY: setup system-deps test lint serve eval bench bench-server clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,9 @@ setup: $(STAMP)
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing codec2 opus-tools ffmpeg sox espeak-ng"; \
+		echo "installing codec2 opus-tools ffmpeg sox espeak-ng festival docker-compose"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			codec2 opus-tools ffmpeg sox espeak-ng >/dev/null; \
+			codec2 opus-tools ffmpeg sox espeak-ng festival docker-compose >/dev/null; \
 	fi
 
 lint: setup
@@ -39,6 +39,10 @@ eval: setup system-deps
 
 bench: setup
 	$(BIN)/python benchmarks/speed.py
+
+# Start `make serve` (or `wavtok serve`) in another shell first.
+bench-server: setup
+	$(BIN)/python benchmarks/server_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
