@@ -162,18 +162,37 @@ class LocalAttentionBlock(nn.Module):
         return x + self._attend(h, None)[:, -n_new:].transpose(1, 2)
 
 
+def causal_synthesis_window(n_fft: int, hop: int) -> torch.Tensor:
+    """(N,) window: a half-hop sine-squared rise, then exponential decay (time constant hop/2).
+
+    Frame i is the only one that has seen samples [iH, (i+1)H). A Hann window would give it
+    almost no weight there and leave those samples to older frames that must guess the future;
+    this window makes frame i dominate its own hop, with short tails for a smooth crossfade.
+    """
+    rise = hop // 2
+    n = torch.arange(n_fft, dtype=torch.float32)
+    attack = torch.sin(0.5 * math.pi * (n + 0.5) / rise) ** 2
+    decay = torch.exp(-(n - rise).clamp(min=0) / (hop / 2))
+    return torch.where(n < rise, attack, decay)
+
+
 class ISTFTHead(nn.Module):
     """(B, C, F) features -> (B, F * H) samples via predicted magnitude and phase.
 
     Causal: frame i is overlap-added at samples [iH, iH + N), so samples [iH, (i+1)H) are final
-    once frame i is in. Non-causal: frames are centred as in Vocos' "same" padding.
+    once frame i is in, and it uses `causal_synthesis_window`. Non-causal: Hann windows, frames
+    centred as in Vocos' "same" padding.
     """
 
     def __init__(self, dim: int, n_fft: int, hop: int, causal: bool):
         super().__init__()
         self.n_fft, self.hop, self.causal = n_fft, hop, causal
         self.out = nn.Linear(dim, n_fft + 2)
-        window = torch.hann_window(n_fft, periodic=True)
+        window = (
+            causal_synthesis_window(n_fft, hop)
+            if causal
+            else torch.hann_window(n_fft, periodic=True)
+        )
         self.register_buffer("window", window, persistent=False)
         # Floor on the overlap-add envelope: avoids dividing by ~0 at the stream's first samples.
         self.env_floor = 0.1 * float((window**2).sum()) / hop
