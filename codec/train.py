@@ -8,6 +8,7 @@ and multi-scale-STFT discriminators join with adversarial and feature-matching l
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -129,6 +130,16 @@ class Trainer:
         self.load_state(load_checkpoint(ckpts[-1]))
         self.log(f"resumed from {ckpts[-1].name} at step {self.step}")
         return True
+
+    def init_from(self, model: str | Path) -> None:
+        """Start from a trained model's weights and codebook (fresh optimisers and schedule):
+        how a later session continues the shipped model when its run directory is gone."""
+        source = Codec.from_pretrained(model)
+        mine = self.codec.config.model_dump(exclude={"name"})
+        if source.config.model_dump(exclude={"name"}) != mine:
+            raise ValueError(f"{model}: its architecture differs from the training config's model")
+        self.codec.load_state_dict(source.state_dict())
+        self.log(f"initialised from {model}")
 
     def save(self) -> Path | None:
         if self.rank != 0:
@@ -273,6 +284,13 @@ def export(run_dir: Path, out: Path, checkpoint: Path | None = None) -> Path:
     codec = Codec.from_config(cfg.codec_config().model_copy(update={"name": out.name}))
     codec.load_state_dict(state["codec"])
     codec.save_pretrained(out)
+    summary = {
+        "checkpoint": ckpts[-1].name,
+        "step": int(state["step"]),
+        "audio_hours_seen": round(float(state["audio_seconds_seen"]) / 3600, 2),
+        "train_config": state["config"],
+    }
+    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return ckpts[-1]
 
 
@@ -284,8 +302,9 @@ def _run_train(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     trainer = Trainer(cfg, [Path(d) for d in args.data], run_dir, device)
-    if not args.no_resume:
-        trainer.resume_if_possible()
+    resumed = not args.no_resume and trainer.resume_if_possible()
+    if args.init_from and not resumed:
+        trainer.init_from(args.init_from)
 
     def request_stop(signum, _frame):
         trainer.log(f"signal {signum}: checkpointing at the end of this step")
@@ -321,6 +340,11 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="override the config's total steps")
     p.add_argument("--max-steps", type=int, help="stop after this step in this invocation")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument(
+        "--init-from",
+        metavar="NAME|DIR",
+        help="start a new run from a trained model's weights (ignored when resuming)",
+    )
     p.set_defaults(func=_run_train)
     e = subparsers.add_parser("export", help="write the inference model of a training run")
     e.add_argument("run_dir")

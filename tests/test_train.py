@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -95,3 +96,16 @@ def test_keep_last_and_export(prepared, tmp_path):
         trainer.codec.state_dict().items(), codec.state_dict().values(), strict=True
     ):
         assert torch.equal(a.cpu(), b), name
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["step"] == cfg.steps and summary["audio_hours_seen"] >= 0
+
+    # A new run can start from the exported model (how a later session continues it).
+    again = Trainer(cfg, [prepared], tmp_path / "run2", "cpu")
+    again.init_from(out)
+    for (name, a), b in zip(
+        codec.state_dict().items(), again.codec.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    other = cfg.model_copy(update={"model": "wavtok-tiny"})
+    with pytest.raises(ValueError, match="architecture differs"):
+        Trainer(other, [prepared], tmp_path / "run3", "cpu").init_from(out)
