@@ -286,6 +286,10 @@ def _info_model(target: str) -> None:
             "codebook_size": cfg.quantizer.codebook_size,
             "bitrate_bps": f"{cfg.bitrate:g}",
             "params": f"{params:,}",
+            # Causal models emit a frame's audio once that frame's samples have arrived.
+            "latency_ms": f"{1000 * cfg.hop_length / cfg.sample_rate:.1f}"
+            if cfg.causal
+            else "n/a (offline only)",
         }
     )
 
