@@ -108,14 +108,7 @@ def _encode(codec: Codec, wav: torch.Tensor) -> tuple[torch.Tensor, TokenHeader]
     from codec.tokenfile import TokenHeader
 
     codes, _ = codec.encode(wav)
-    header = TokenHeader(
-        model=codec.name,
-        sample_rate=codec.sample_rate,
-        frame_rate=codec.frame_rate,
-        codebook_size=codec.codebook_size,
-        num_samples=int(wav.shape[-1]),
-    )
-    return codes[0], header
+    return codes[0], TokenHeader.for_model(codec, wav.shape[-1])
 
 
 def _decode(codec: Codec, codes: torch.Tensor, header: TokenHeader) -> torch.Tensor:

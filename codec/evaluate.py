@@ -125,13 +125,7 @@ def evaluate_model(
             for j, i in enumerate(batch):
                 ids = codes[j, : int(code_lengths[j])].cpu()
                 all_codes.append(ids)
-                header = TokenHeader(
-                    model=codec.name,
-                    sample_rate=codec.sample_rate,
-                    frame_rate=codec.frame_rate,
-                    codebook_size=codec.codebook_size,
-                    num_samples=int(lengths[j]),
-                )
+                header = TokenHeader.for_model(codec, lengths[j])
                 bits = 8 * len(dumps(ids, header))
                 deg = audio[j, 0, : int(sample_lengths[j])].float().cpu()
                 scores = score_clip(clips[i].wav, REF_RATE, deg, codec.sample_rate, with_dnsmos)

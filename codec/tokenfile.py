@@ -50,6 +50,18 @@ class TokenHeader(BaseModel):
     bits_per_code: int = 0
     crc32: int = 0
 
+    @classmethod
+    def for_model(cls, model, num_samples: int) -> TokenHeader:
+        """The header for `num_samples` input samples encoded by `model` (a `Codec`, or anything
+        with its `name`, `sample_rate`, `frame_rate` and `codebook_size`)."""
+        return cls(
+            model=model.name,
+            sample_rate=model.sample_rate,
+            frame_rate=model.frame_rate,
+            codebook_size=model.codebook_size,
+            num_samples=int(num_samples),
+        )
+
     def duration_s(self) -> float:
         return self.num_samples / self.sample_rate
 
@@ -125,21 +137,28 @@ def loads(data: bytes) -> tuple[np.ndarray, TokenHeader]:
     return codes, header
 
 
-def save(path: str | Path, codes, header: TokenHeader) -> int:
-    """Write a token file atomically (temporary file, then rename). Returns its size in bytes."""
-    data = dumps(codes, header)
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file ".<name>.<pid>.<8 hex>.tmp" in the same
+    directory and a rename, so a reader (or a rerun after a crash) sees the old file or the new
+    one, never half of one."""
     path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     # Not mkstemp: its 0600 mode would survive the rename; 0666 lets the umask decide, as for
     # any ordinary file.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def save(path: str | Path, codes, header: TokenHeader) -> int:
+    """Write a token file atomically (temporary file, then rename). Returns its size in bytes."""
+    data = dumps(codes, header)
+    atomic_write(path, data)
     return len(data)
 
 

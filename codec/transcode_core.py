@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,13 +58,7 @@ class ModelInfo:
 
     def header(self, num_samples: int) -> tokenfile.TokenHeader:
         """The token header for an input of `num_samples` samples at `sample_rate`."""
-        return tokenfile.TokenHeader(
-            model=self.name,
-            sample_rate=self.sample_rate,
-            frame_rate=self.frame_rate,
-            codebook_size=self.codebook_size,
-            num_samples=num_samples,
-        )
+        return tokenfile.TokenHeader.for_model(self, num_samples)
 
 
 @dataclass
@@ -117,20 +110,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and a rename, so a
-    reader (or a rerun after a crash) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # Not mkstemp: its 0600 mode would survive the rename.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """`tokenfile.atomic_write`, creating the parent folders of a mirrored tree first."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tokenfile.atomic_write(path, data)
 
 
 def remove_temp_files(root: Path) -> int:

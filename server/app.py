@@ -245,13 +245,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         codes = await _until_done_or_gone(request, runner.encode(wav))
         c = runner.codec
         if TOKEN_TYPE in request.headers.get("accept", ""):
-            header = tokenfile.TokenHeader(
-                model=c.name,
-                sample_rate=c.sample_rate,
-                frame_rate=c.frame_rate,
-                codebook_size=c.codebook_size,
-                num_samples=int(wav.shape[-1]),
-            )
+            header = tokenfile.TokenHeader.for_model(c, wav.shape[-1])
             return Response(tokenfile.dumps(codes, header), media_type=TOKEN_TYPE)
         body = EncodeResponse(
             model=c.name,
