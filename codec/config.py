@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -59,6 +60,9 @@ class DecoderConfig(_Strict):
     kernel_size: int = 7
     # n_fft as a multiple of the hop; 4 gives Vocos' 1280 at hop 320.
     n_fft_hops: int = 4
+    # What the head predicts for phase: "absolute" per frame (Vocos), or "increment" over the
+    # previous frame, summed causally (see ISTFTHead); causal models only.
+    phase: Literal["absolute", "increment"] = "absolute"
 
 
 class CodecConfig(_Strict):
@@ -79,6 +83,8 @@ class CodecConfig(_Strict):
             raise ValueError("attention_after indices must lie in [0, decoder.num_layers)")
         if self.decoder.dim % self.decoder.attention_heads:
             raise ValueError("decoder.dim must be divisible by decoder.attention_heads")
+        if self.decoder.phase == "increment" and not self.causal:
+            raise ValueError("decoder.phase 'increment' needs a causal model")
         return self
 
     @property

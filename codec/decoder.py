@@ -37,7 +37,7 @@ class Decoder(nn.Module):
                 )
         self.layers = nn.ModuleList(layers)
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.head = ISTFTHead(cfg.dim, cfg.n_fft_hops * hop, hop, causal)
+        self.head = ISTFTHead(cfg.dim, cfg.n_fft_hops * hop, hop, causal, cfg.phase)
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         return norm(x.transpose(1, 2)).transpose(1, 2)

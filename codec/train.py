@@ -26,6 +26,7 @@ from codec.data import Augment, SegmentDataset
 from codec.discriminators import Discriminators
 from codec.losses import (
     MultiResolutionMelLoss,
+    MultiResolutionSTFTLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adv_loss,
@@ -67,6 +68,7 @@ class Trainer:
             self.device
         )
         self.mel_loss = MultiResolutionMelLoss(self.codec.sample_rate).to(self.device)
+        self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
         kw = dict(betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=cfg.lr_generator, **kw)
         self.opt_d = torch.optim.AdamW(self.discs.parameters(), lr=cfg.lr_discriminator, **kw)
@@ -181,6 +183,10 @@ class Trainer:
         mel = self.mel_loss(fake, real)
         commit = out.vq.commit_loss.float()
         loss_g = w.mel * mel + w.commitment * commit
+        if w.stft:
+            stft = self.stft_loss(fake, real)
+            loss_g = loss_g + w.stft * stft
+            logs["loss/stft"] = float(stft.detach())
         if adversarial:
             with autocast:
                 d_fake = self.d_model(fake[:n_disc])

@@ -14,6 +14,8 @@ class LossWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mel: float = 45.0
+    # Linear-frequency multi-resolution STFT loss; 0 leaves it out (WavTokenizer has none).
+    stft: float = 0.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     # WavTokenizer weighs the commitment loss at 1000.

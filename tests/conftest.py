@@ -87,6 +87,14 @@ def tiny_causal() -> Codec:
 
 
 @pytest.fixture(scope="session")
+def tiny_causal_phaseinc() -> Codec:
+    """`tiny_causal` with the phase-increment iSTFT head."""
+    data = CodecConfig.named("wavtok-tiny-causal").model_dump()
+    data["name"], data["decoder"]["phase"] = "wavtok-tiny-causal-phaseinc", "increment"
+    return make_codec(CodecConfig.model_validate(data))
+
+
+@pytest.fixture(scope="session")
 def tiny() -> Codec:
     return make_codec("wavtok-tiny")
 

@@ -90,7 +90,7 @@ def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str)
     assert len(used) > 5
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_causal"])
+@pytest.mark.parametrize("name", ["tiny", "tiny_causal", "tiny_causal_phaseinc"])
 def test_batched_decode_equals_single(request: pytest.FixtureRequest, name: str):
     model: Codec = request.getfixturevalue(name)
     gen = torch.Generator().manual_seed(3)

@@ -64,8 +64,10 @@ def test_flush_on_hop_boundary_adds_nothing(tiny_causal: Codec):
     assert torch.equal(codes, tiny_causal.encode(wav)[0])
 
 
+@pytest.mark.parametrize("name", ["tiny_causal", "tiny_causal_phaseinc"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_streamed_decode_matches_offline(tiny_causal: Codec, seed: int):
+def test_streamed_decode_matches_offline(request: pytest.FixtureRequest, name: str, seed: int):
+    tiny_causal: Codec = request.getfixturevalue(name)
     gen = torch.Generator().manual_seed(seed)
     # Longer than the attention window (8 frames) and the conv receptive field.
     codes = torch.randint(0, tiny_causal.codebook_size, (1, 41), generator=gen)

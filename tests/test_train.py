@@ -53,6 +53,7 @@ def test_train_checkpoint_and_exact_resume(prepared, tmp_path):
     assert all(math.isfinite(v) for entry in logs for v in entry.values())
     # Every family of discriminator contributed from step 1 (warmup_steps is 1 in this config).
     assert "loss/adversarial" in logs[-1] and logs[-1]["loss/discriminator"] > 0
+    assert logs[-1]["loss/stft"] > 0
     assert set(full.discs.families) == {"mpd", "mrd", "msstft"}
 
     saved = list_checkpoints(tmp_path / "full")

@@ -1,0 +1,62 @@
+import math
+
+import pytest
+import torch
+
+from codec.config import CodecConfig
+from codec.layers import ISTFTHead
+
+
+def _zero_phase_head(n_fft: int = 16, hop: int = 4) -> ISTFTHead:
+    head = ISTFTHead(dim=8, n_fft=n_fft, hop=hop, causal=True, phase="increment")
+    with torch.no_grad():
+        half = head.out.out_features // 2
+        head.out.weight[half:].zero_()
+        head.out.bias[half:].zero_()
+    return head
+
+
+def test_zero_increment_gives_bin_centre_phase_advance():
+    n_fft, hop, frames = 16, 4, 9
+    head = _zero_phase_head(n_fft, hop)
+    offsets = torch.zeros(1, frames, n_fft // 2 + 1)
+    phase = head._integrate_phase(offsets, {})
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+    t = torch.arange(1, frames + 1, dtype=torch.float64)[:, None]
+    expected = torch.remainder(t * 2 * math.pi * k * hop / n_fft, 2 * math.pi)
+    diff = torch.remainder(phase[0].double() - expected + math.pi, 2 * math.pi) - math.pi
+    assert diff.abs().max() < 1e-5
+
+
+def test_phase_sum_over_chunks_equals_one_pass_over_many_frames():
+    head = ISTFTHead(dim=8, n_fft=16, hop=4, causal=True, phase="increment")
+    gen = torch.Generator().manual_seed(0)
+    offsets = torch.randn(2, 20000, 9, generator=gen) * 3
+    whole = head._integrate_phase(offsets, {})
+    state: dict = {}
+    parts = [head._integrate_phase(offsets[:, i : i + 777], state) for i in range(0, 20000, 777)]
+    chunked = torch.cat(parts, dim=1)
+    diff = torch.remainder(whole.double() - chunked.double() + math.pi, 2 * math.pi) - math.pi
+    assert diff.abs().max() < 1e-5
+    assert whole.min() >= 0 and whole.max() < 2 * math.pi + 1e-6
+
+
+def test_increment_head_streams_like_offline():
+    head = ISTFTHead(dim=8, n_fft=16, hop=4, causal=True, phase="increment").eval()
+    x = torch.randn(1, 8, 30, generator=torch.Generator().manual_seed(1))
+    offline = head(x)
+    state: dict = {}
+    streamed = torch.cat([head.stream(x[..., i : i + 7], state) for i in range(0, 30, 7)], -1)
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
+
+
+def test_increment_phase_needs_causal():
+    with pytest.raises(ValueError, match="causal"):
+        ISTFTHead(dim=8, n_fft=16, hop=4, causal=False, phase="increment")
+    data = CodecConfig.named("wavtok-tiny").model_dump()
+    data["decoder"]["phase"] = "increment"
+    with pytest.raises(ValueError, match="needs a causal model"):
+        CodecConfig.model_validate(data)
+    data["decoder"]["phase"] = "cumulative"
+    with pytest.raises(ValueError):
+        CodecConfig.model_validate(data)
