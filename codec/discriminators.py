@@ -111,17 +111,31 @@ class MultiScaleSTFTDiscriminatorWrapper(nn.Module):
         return [lg.flatten(1) for lg in logits], fmaps
 
 
-class Discriminators(nn.Module):
-    """All three families; `forward` returns {family: (logits, fmaps)}."""
+FAMILIES = ("mpd", "mrd", "msstft")
 
-    def __init__(self, mpd_channels: list[int], mrd_channels: int, msstft_filters: int):
+
+class Discriminators(nn.Module):
+    """The discriminator families (all three unless `families` names fewer); `forward` returns
+    {family: (logits, fmaps)}."""
+
+    def __init__(
+        self,
+        mpd_channels: list[int],
+        mrd_channels: int,
+        msstft_filters: int,
+        families: tuple[str, ...] | list[str] = FAMILIES,
+    ):
         super().__init__()
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown or not families:
+            raise ValueError(f"discriminator families must be a non-empty subset of {FAMILIES}")
+        build = {
+            "mpd": lambda: MultiPeriodDiscriminator(channels=tuple(mpd_channels)),
+            "mrd": lambda: MultiResolutionDiscriminator(channels=mrd_channels),
+            "msstft": lambda: MultiScaleSTFTDiscriminatorWrapper(filters=msstft_filters),
+        }
         self.families = nn.ModuleDict(
-            {
-                "mpd": MultiPeriodDiscriminator(channels=tuple(mpd_channels)),
-                "mrd": MultiResolutionDiscriminator(channels=mrd_channels),
-                "msstft": MultiScaleSTFTDiscriminatorWrapper(filters=msstft_filters),
-            }
+            {name: build[name]() for name in FAMILIES if name in families}
         )
 
     def forward(self, wav: torch.Tensor) -> dict[str, tuple[Logits, FeatureMaps]]:

@@ -64,9 +64,9 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.rank)
         self.codec = Codec.from_config(cfg.codec_config()).to(self.device).train()
         d = cfg.discriminators
-        self.discs = Discriminators(d.mpd_channels, d.mrd_channels, d.msstft_filters).to(
-            self.device
-        )
+        self.discs = Discriminators(
+            d.mpd_channels, d.mrd_channels, d.msstft_filters, d.families
+        ).to(self.device)
         self.mel_loss = MultiResolutionMelLoss(self.codec.sample_rate).to(self.device)
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
         kw = dict(betas=cfg.betas, weight_decay=cfg.weight_decay)

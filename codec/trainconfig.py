@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,10 @@ class DiscriminatorConfig(BaseModel):
     mrd_channels: int = 32
     msstft_filters: int = 32
     loss: str = Field("hinge", pattern="^(hinge|lsgan)$")
+    # Which families train against the generator; fewer is a CPU budget lever for fine-tuning.
+    families: list[Literal["mpd", "mrd", "msstft"]] = Field(
+        default_factory=lambda: ["mpd", "mrd", "msstft"], min_length=1
+    )
     # Items of each batch the discriminators see (None: all); a CPU budget lever.
     batch_size: int | None = None
 

@@ -110,3 +110,18 @@ def test_keep_last_and_export(prepared, tmp_path):
     other = cfg.model_copy(update={"model": "wavtok-tiny"})
     with pytest.raises(ValueError, match="architecture differs"):
         Trainer(other, [prepared], tmp_path / "run3", "cpu").init_from(out)
+
+
+def test_discriminator_families_subset(prepared, tmp_path):
+    data = _cfg().model_dump()
+    data["discriminators"]["families"] = ["mpd"]
+    cfg = TrainConfig.model_validate(data)
+    trainer = Trainer(cfg, [prepared], tmp_path / "mpd", "cpu")
+    assert set(trainer.discs.families) == {"mpd"}
+    trainer.train_step()  # step 0 is the generator-only warm-up (warmup_steps 1)
+    logs = trainer.train_step()
+    assert math.isfinite(logs["loss/adversarial"]) and logs["loss/discriminator"] > 0
+    for bad in ([], ["mpd", "wavenet"]):
+        data["discriminators"]["families"] = bad
+        with pytest.raises(ValueError):
+            TrainConfig.model_validate(data)
