@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSTEM_TOOLS := opusenc opusdec c2enc c2dec ffmpeg sox espeak-ng festival docker-compose
 DATA_TEST := ../shared/data/test/libritts_test_clean
 
-.PHONY: setup system-deps test lint serve eval bench bench-server clean
+.PHONY: setup system-deps test lint serve eval bench bench-server device-bundle clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: setup
 # Start `make serve` (or `wavtok serve`) in another shell first.
 bench-server: setup
 	$(BIN)/python benchmarks/server_load.py
+
+# Wheels and data for a training run on a lent GPU (docs/training.md); needs data/train-real.
+device-bundle: setup system-deps
+	bash scripts/device_bundle.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
