@@ -125,3 +125,11 @@ def test_discriminator_families_subset(prepared, tmp_path):
         data["discriminators"]["families"] = bad
         with pytest.raises(ValueError):
             TrainConfig.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "codec/configs/train").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_shipped_training_configs_load(path: Path):
+    cfg = TrainConfig.from_yaml(path)
+    assert cfg.codec_config().sample_rate == 24000
