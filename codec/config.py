@@ -63,6 +63,9 @@ class DecoderConfig(_Strict):
     # What the head predicts for phase: "absolute" per frame (Vocos), or "increment" over the
     # previous frame, summed causally (see ISTFTHead); causal models only.
     phase: Literal["absolute", "increment"] = "absolute"
+    # "harmonic" adds a pulse train at a predicted F0 with a running pitch phase (see
+    # codec/excitation.py), trained against F0 estimated from the input; causal models only.
+    excitation: Literal["none", "harmonic"] = "none"
 
 
 class CodecConfig(_Strict):
@@ -85,6 +88,8 @@ class CodecConfig(_Strict):
             raise ValueError("decoder.dim must be divisible by decoder.attention_heads")
         if self.decoder.phase == "increment" and not self.causal:
             raise ValueError("decoder.phase 'increment' needs a causal model")
+        if self.decoder.excitation != "none" and not self.causal:
+            raise ValueError("decoder.excitation 'harmonic' needs a causal model")
         return self
 
     @property

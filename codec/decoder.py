@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from codec.config import DecoderConfig
+from codec.excitation import HarmonicSource
 from codec.layers import ConvNeXtBlock, ISTFTHead, LocalAttentionBlock, PaddedConv1d, frame_mask
 
 
@@ -24,7 +25,9 @@ class DecoderStreamState:
 class Decoder(nn.Module):
     """(B, D, F) quantized latents -> (B, F * hop) samples."""
 
-    def __init__(self, cfg: DecoderConfig, latent_dim: int, hop: int, causal: bool) -> None:
+    def __init__(
+        self, cfg: DecoderConfig, latent_dim: int, hop: int, causal: bool, sample_rate: int = 24000
+    ) -> None:
         super().__init__()
         self.embed = PaddedConv1d(latent_dim, cfg.dim, cfg.kernel_size, causal)
         self.embed_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
@@ -37,16 +40,30 @@ class Decoder(nn.Module):
                 )
         self.layers = nn.ModuleList(layers)
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.head = ISTFTHead(cfg.dim, cfg.n_fft_hops * hop, hop, causal, cfg.phase)
+        n_fft = cfg.n_fft_hops * hop
+        source = (
+            HarmonicSource(cfg.dim, n_fft, hop, sample_rate)
+            if cfg.excitation == "harmonic"
+            else None
+        )
+        self.head = ISTFTHead(cfg.dim, n_fft, hop, causal, cfg.phase, source)
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         return norm(x.transpose(1, 2)).transpose(1, 2)
 
     def forward(
-        self, latents: torch.Tensor, frame_lengths: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        latents: torch.Tensor,
+        frame_lengths: torch.Tensor | None = None,
+        f0: torch.Tensor | None = None,
+        with_pitch: bool = False,
+    ):
         """(B, D, F) latents -> (B, F * hop) samples. Frames past `frame_lengths` are ignored,
-        so an item decodes the same alone as in a padded batch."""
+        so an item decodes the same alone as in a padded batch.
+
+        Training only: `f0` (B, F) Hz drives the harmonic source instead of its own prediction,
+        and `with_pitch` also returns that prediction, (log F0 (B, F), voicing logits (B, F)).
+        """
         mask = None if frame_lengths is None else frame_mask(frame_lengths, latents.shape[-1])
         if mask is not None:
             latents = latents * mask
@@ -55,7 +72,13 @@ class Decoder(nn.Module):
             x = x * mask
         for layer in self.layers:
             x = layer(x, mask)
-        return self.head(self._norm(self.final_norm, x), mask)
+        x = self._norm(self.final_norm, x)
+        audio = self.head(x, mask, f0)
+        if not with_pitch:
+            return audio
+        if self.head.source is None:
+            raise ValueError("this decoder has no harmonic source to predict pitch")
+        return audio, self.head.source.predict(x)
 
     def stream(self, latents: torch.Tensor, state: DecoderStreamState) -> torch.Tensor:
         """(B, D, f) new latents -> (B, f * hop) final samples (causal models only)."""

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codec.excitation import HarmonicSource
+
 
 def stream_conv(
     conv: nn.Conv1d, x: torch.Tensor, buffer: torch.Tensor | None, left_pad: int
@@ -190,13 +192,22 @@ class ISTFTHead(nn.Module):
     their frame-to-frame jumps smear harmonics. The running phase is part of the stream state.
     """
 
-    def __init__(self, dim: int, n_fft: int, hop: int, causal: bool, phase: str = "absolute"):
+    def __init__(
+        self,
+        dim: int,
+        n_fft: int,
+        hop: int,
+        causal: bool,
+        phase: str = "absolute",
+        harmonic_source: HarmonicSource | None = None,
+    ):
         super().__init__()
         if phase not in ("absolute", "increment"):
             raise ValueError(f"unknown phase mode {phase!r}")
-        if phase == "increment" and not causal:
-            raise ValueError("phase 'increment' needs a causal head")
+        if (phase == "increment" or harmonic_source is not None) and not causal:
+            raise ValueError("phase 'increment' and a harmonic source need a causal head")
         self.n_fft, self.hop, self.causal, self.phase_mode = n_fft, hop, causal, phase
+        self.source = harmonic_source
         self.out = nn.Linear(dim, n_fft + 2)
         window = (
             causal_synthesis_window(n_fft, hop)
@@ -225,13 +236,18 @@ class ISTFTHead(nn.Module):
         state["phase"] = phase[:, -1].detach()
         return phase.float()
 
-    def _frames(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+    def _frames(
+        self, x: torch.Tensor, state: dict | None = None, f0: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        state = {} if state is None else state
         spec = self.out(x.transpose(1, 2)).float()
         log_mag, phase = spec.chunk(2, dim=-1)
         if self.phase_mode == "increment":
-            phase = self._integrate_phase(phase, {} if state is None else state)
+            phase = self._integrate_phase(phase, state)
         mag = torch.exp(log_mag).clamp(max=1e2)
         stft = torch.polar(mag, phase)
+        if self.source is not None:
+            stft = stft + self.source(x, self.window, state.setdefault("source", {}), f0)
         return torch.fft.irfft(stft, n=self.n_fft, dim=-1) * self.window  # (B, F, N)
 
     def _overlap_add(
@@ -249,24 +265,28 @@ class ISTFTHead(nn.Module):
         env = F.fold(win_sq, **fold).view(win_sq.shape[0], length)
         return audio, env
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, f0: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, C, F) -> (B, F * H); `mask` (B, 1, F) drops padded frames (non-causal only:
-        a causal frame never reaches samples before its own)."""
+        a causal frame never reaches samples before its own). `f0` (B, F) Hz overrides the
+        harmonic source's predicted pitch (training only)."""
         if self.causal:
-            return self.stream(x, {})
+            return self.stream(x, {}, f0)
         n = x.shape[-1]
         audio, env = self._overlap_add(self._frames(x), mask)
         start = (self.n_fft - self.hop) // 2
         sl = slice(start, start + n * self.hop)
         return audio[:, sl] / env[:, sl].clamp(min=self.env_floor)
 
-    def stream(self, x: torch.Tensor, state: dict) -> torch.Tensor:
-        """(B, C, f) new frames -> (B, f * H) final samples; `state` keeps the OLA tail."""
+    def stream(self, x: torch.Tensor, state: dict, f0: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, f) new frames -> (B, f * H) final samples; `state` keeps the OLA tail (and
+        the running phases)."""
         n = x.shape[-1]
         tail = self.n_fft - self.hop
         if n == 0:
             return x.new_zeros(x.shape[0], 0)
-        audio, env = self._overlap_add(self._frames(x, state))
+        audio, env = self._overlap_add(self._frames(x, state, f0))
         if "audio" in state:
             audio[:, :tail] += state["audio"]
             env[:, :tail] += state["env"]

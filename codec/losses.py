@@ -107,3 +107,20 @@ def feature_matching_loss(
         layer = sum((r.detach() - f).abs().mean() for r, f in zip(r_maps, f_maps, strict=True))
         total = total + layer / len(f_maps)
     return total
+
+
+def pitch_loss(
+    predicted: tuple[torch.Tensor, torch.Tensor], f0: torch.Tensor, voiced: torch.Tensor
+) -> torch.Tensor:
+    """Harmonic source: L1 on log F0 over voiced frames plus voicing cross-entropy.
+
+    `predicted` is (log F0 (B, F), voicing logits (B, F)); `f0` (B, F) Hz and `voiced` (B, F)
+    bool are the targets estimated from the input audio.
+    """
+    log_f0, logits = predicted
+    n = min(log_f0.shape[1], f0.shape[1])
+    log_f0, logits, f0, voiced = log_f0[:, :n], logits[:, :n], f0[:, :n], voiced[:, :n]
+    voicing = torch.nn.functional.binary_cross_entropy_with_logits(logits, voiced.float())
+    if not bool(voiced.any()):
+        return voicing
+    return (log_f0[voiced] - f0[voiced].log()).abs().mean() + voicing

@@ -52,6 +52,8 @@ class CodecOutput:
 
     audio: torch.Tensor
     vq: QuantizerOutput
+    # Harmonic source only: predicted log F0 (B, F) and voicing logits (B, F).
+    pitch: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Codec(nn.Module):
@@ -62,7 +64,9 @@ class Codec(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg.encoder, cfg.causal)
         self.quantizer = Quantizer(cfg.quantizer, cfg.encoder.dimension)
-        self.decoder = Decoder(cfg.decoder, cfg.encoder.dimension, cfg.hop_length, cfg.causal)
+        self.decoder = Decoder(
+            cfg.decoder, cfg.encoder.dimension, cfg.hop_length, cfg.causal, cfg.sample_rate
+        )
 
     # -- construction and persistence ------------------------------------------------------
     @classmethod
@@ -127,11 +131,18 @@ class Codec(nn.Module):
         return -(-num_samples // self.hop_length)
 
     # -- training pass ---------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor) -> CodecOutput:
-        """(B, 1, T) samples, T a multiple of the hop -> reconstruction plus VQ output."""
+    def forward(self, wav: torch.Tensor, f0: torch.Tensor | None = None) -> CodecOutput:
+        """(B, 1, T) samples, T a multiple of the hop -> reconstruction plus VQ output.
+
+        With a harmonic source, `f0` (B, T / hop) in Hz (0: unvoiced) drives it (teacher
+        forcing) and the output carries the decoder's own pitch prediction for its loss.
+        """
         latents = self.encoder(wav)
         vq = self.quantizer(latents)
-        return CodecOutput(self.decoder(vq.quantized), vq)
+        if self.decoder.head.source is None:
+            return CodecOutput(self.decoder(vq.quantized), vq)
+        audio, pitch = self.decoder(vq.quantized, f0=f0, with_pitch=True)
+        return CodecOutput(audio, vq, pitch)
 
     # -- inference -------------------------------------------------------------------------------
     def _batch_wav(self, wav: torch.Tensor, lengths: torch.Tensor | None):

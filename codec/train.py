@@ -30,8 +30,10 @@ from codec.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_adv_loss,
+    pitch_loss,
 )
 from codec.model import Codec
+from codec.pitch import estimate_f0
 from codec.quantizer import codebook_usage
 from codec.trainconfig import TrainConfig
 
@@ -159,8 +161,11 @@ class Trainer:
             if self.device.type == "cuda"
             else nullcontext()
         )
+        f0 = voiced = None
+        if self.codec.decoder.head.source is not None:
+            f0, voiced = estimate_f0(real[:, 0], self.codec.sample_rate, self.codec.hop_length)
         with autocast:
-            out = self.g_model(real)
+            out = self.g_model(real, f0=f0) if f0 is not None else self.g_model(real)
         fake = out.audio[:, None, : real.shape[-1]].float()
         adversarial = self.step >= cfg.warmup_steps
         logs: dict[str, float] = {}
@@ -183,6 +188,10 @@ class Trainer:
         mel = self.mel_loss(fake, real)
         commit = out.vq.commit_loss.float()
         loss_g = w.mel * mel + w.commitment * commit
+        if out.pitch is not None:
+            pitch = pitch_loss(out.pitch, f0, voiced)
+            loss_g = loss_g + w.pitch * pitch
+            logs["loss/pitch"] = float(pitch.detach())
         if w.stft:
             stft = self.stft_loss(fake, real)
             loss_g = loss_g + w.stft * stft

@@ -17,6 +17,8 @@ class LossWeights(BaseModel):
     mel: float = 45.0
     # Linear-frequency multi-resolution STFT loss; 0 leaves it out (WavTokenizer has none).
     stft: float = 0.0
+    # F0 and voicing of the harmonic source (models with decoder.excitation "harmonic" only).
+    pitch: float = 10.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     # WavTokenizer weighs the commitment loss at 1000.

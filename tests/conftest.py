@@ -95,6 +95,19 @@ def tiny_causal_phaseinc() -> Codec:
 
 
 @pytest.fixture(scope="session")
+def tiny_causal_harmonic() -> Codec:
+    """`tiny_causal` with the harmonic source, its pitch head biased to voiced frames."""
+    data = CodecConfig.named("wavtok-tiny-causal").model_dump()
+    data["name"], data["decoder"]["excitation"] = "wavtok-tiny-causal-harmonic", "harmonic"
+    model = make_codec(CodecConfig.model_validate(data))
+    with torch.no_grad():
+        model.decoder.head.source.pitch.weight.normal_(0, 1.0)
+        model.decoder.head.source.pitch.bias[1] = 0.5
+        model.decoder.head.source.gain.bias.zero_()
+    return model
+
+
+@pytest.fixture(scope="session")
 def tiny() -> Codec:
     return make_codec("wavtok-tiny")
 

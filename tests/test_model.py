@@ -90,7 +90,9 @@ def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str)
     assert len(used) > 5
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_causal", "tiny_causal_phaseinc"])
+@pytest.mark.parametrize(
+    "name", ["tiny", "tiny_causal", "tiny_causal_phaseinc", "tiny_causal_harmonic"]
+)
 def test_batched_decode_equals_single(request: pytest.FixtureRequest, name: str):
     model: Codec = request.getfixturevalue(name)
     gen = torch.Generator().manual_seed(3)

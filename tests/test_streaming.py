@@ -64,7 +64,7 @@ def test_flush_on_hop_boundary_adds_nothing(tiny_causal: Codec):
     assert torch.equal(codes, tiny_causal.encode(wav)[0])
 
 
-@pytest.mark.parametrize("name", ["tiny_causal", "tiny_causal_phaseinc"])
+@pytest.mark.parametrize("name", ["tiny_causal", "tiny_causal_phaseinc", "tiny_causal_harmonic"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_streamed_decode_matches_offline(request: pytest.FixtureRequest, name: str, seed: int):
     tiny_causal: Codec = request.getfixturevalue(name)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from codec.checkpoint import list_checkpoints, load_checkpoint
+from codec.config import CodecConfig
 from codec.data import prepare
 from codec.train import Trainer, export
 from codec.trainconfig import TrainConfig
@@ -133,3 +134,16 @@ def test_discriminator_families_subset(prepared, tmp_path):
 def test_shipped_training_configs_load(path: Path):
     cfg = TrainConfig.from_yaml(path)
     assert cfg.codec_config().sample_rate == 24000
+
+
+def test_harmonic_source_trains_on_estimated_pitch(prepared, tmp_path):
+    data = _cfg().model_dump()
+    model = CodecConfig.named("wavtok-tiny-causal").model_dump()
+    model["decoder"]["excitation"] = "harmonic"
+    data.update(model=model, warmup_steps=10)
+    trainer = Trainer(TrainConfig.model_validate(data), [prepared], tmp_path / "harm", "cpu")
+    source = trainer.codec.decoder.head.source
+    before = source.pitch.weight.detach().clone()
+    logs = [trainer.train_step() for _ in range(2)]
+    assert all(math.isfinite(entry["loss/pitch"]) and entry["loss/pitch"] > 0 for entry in logs)
+    assert not torch.equal(before, source.pitch.weight)
