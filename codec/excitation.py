@@ -17,6 +17,21 @@ from torch import nn
 F0_REF_HZ, F0_LO_HZ, F0_HI_HZ = 150.0, 50.0, 500.0
 
 
+def running_phase(steps: torch.Tensor, state: dict) -> torch.Tensor:
+    """(B, F, ...) per-frame phase advances -> (B, F, ...) running sums wrapped to [0, 2 pi).
+
+    Summed in float64 from `state["phase"]` (updated), so that hours of frames lose no precision
+    and a stream cut into chunks gives the phases of one offline pass.
+    """
+    steps = steps.double()
+    phase = torch.cumsum(steps, dim=1)
+    if "phase" in state:
+        phase = phase + state["phase"][:, None]
+    phase = torch.remainder(phase, 2 * math.pi)
+    state["phase"] = phase[:, -1].detach()
+    return phase
+
+
 class HarmonicSource(nn.Module):
     """(B, C, F) decoder features -> per-frame spectra (B, F, N/2+1) of a windowed pulse train."""
 
@@ -53,18 +68,17 @@ class HarmonicSource(nn.Module):
         """
         f0 = (self.f0_from(x) if f0 is None else f0).detach()
         omega = 2 * math.pi * f0.double() / self.sample_rate  # (B, F) rad/sample
-        start = state.get("phase", omega.new_zeros(omega.shape[0]))
-        advance = torch.cumsum(omega * self.hop, dim=1)
-        phase = torch.remainder(start[:, None] + advance - omega * self.hop, 2 * math.pi)
-        state["phase"] = torch.remainder(start + advance[:, -1], 2 * math.pi).detach()
+        # Phase at each frame's start: the running sum up to the end of the previous frame.
+        phase = running_phase(omega * self.hop, state) - omega * self.hop
         n = torch.arange(self.n_fft, dtype=torch.float64, device=x.device)
         theta = phase[..., None] + omega[..., None] * n  # (B, F, N)
         harmonics = torch.floor(0.95 * (self.sample_rate / 2) / f0.double().clamp(min=1.0))
         harmonics = torch.where(f0 > 0, harmonics, torch.zeros_like(harmonics))[..., None]
         # sum_{h=1..M} sin(h t) = sin(M t / 2) sin((M + 1) t / 2) / sin(t / 2), scaled to unit power.
         half = torch.sin(theta / 2)
+        regular = half.abs() > 1e-9
         pulses = torch.sin(harmonics * theta / 2) * torch.sin((harmonics + 1) * theta / 2)
-        pulses = torch.where(half.abs() > 1e-9, pulses / half.where(half.abs() > 1e-9, 1.0), 0.0)
+        pulses = torch.where(regular, pulses / half.where(regular, 1.0), 0.0)
         pulses = pulses * torch.sqrt(2 / harmonics.clamp(min=1.0))
         spectrum = torch.fft.rfft(pulses.float() * window, dim=-1)
         gain = self.gain(x.transpose(1, 2)).float().clamp(max=5.0).exp()

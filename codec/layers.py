@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.excitation import HarmonicSource
+from codec.excitation import HarmonicSource, running_phase
 
 
 def stream_conv(
@@ -219,22 +219,11 @@ class ISTFTHead(nn.Module):
         self.env_floor = 0.1 * float((window**2).sum()) / hop
 
     def _integrate_phase(self, increment: torch.Tensor, state: dict) -> torch.Tensor:
-        """(B, F, K) phase offsets -> (B, F, K) phases in [0, 2 pi), continuing `state`.
-
-        Summed in float64 and wrapped, so that hours of frames lose no precision and a stream
-        cut into chunks gives the phases of one offline pass.
-        """
+        """(B, F, K) phase offsets -> (B, F, K) phases in [0, 2 pi), continuing `state`."""
         # Built here in float64 rather than kept as a buffer, which a cast to bf16 would round.
         bins = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64, device=increment.device)
         steps = increment.double() + (2 * math.pi * bins * self.hop / self.n_fft) % (2 * math.pi)
-        if "phase" in state:
-            steps = torch.cat([state["phase"][:, None], steps], dim=1)
-            phase = torch.cumsum(steps, dim=1)[:, 1:]
-        else:
-            phase = torch.cumsum(steps, dim=1)
-        phase = torch.remainder(phase, 2 * math.pi)
-        state["phase"] = phase[:, -1].detach()
-        return phase.float()
+        return running_phase(steps, state).float()
 
     def _frames(
         self, x: torch.Tensor, state: dict | None = None, f0: torch.Tensor | None = None

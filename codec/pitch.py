@@ -28,7 +28,7 @@ def estimate_f0(
     more under the loudest frame of the item, are unvoiced (F0 0).
     """
     wav = wav.float()
-    batch, total = wav.shape
+    total = wav.shape[-1]
     frames = -(-total // hop)
     pad_left = window // 2 - hop // 2
     padded = F.pad(wav, (pad_left, frames * hop - total + window - pad_left - hop))
@@ -51,7 +51,8 @@ def estimate_f0(
     # Parabolic interpolation around the peak lag for sub-sample precision.
     i = (idx + lo).clamp(lo + 1, hi - 1)
     y0, y1, y2 = (nacf.gather(-1, (i + d)[..., None])[..., 0] for d in (-1, 0, 1))
-    denom = (y0 - 2 * y1 + y2).where((y0 - 2 * y1 + y2).abs() > 1e-9, torch.full_like(y1, -1e-9))
+    curvature = y0 - 2 * y1 + y2
+    denom = curvature.where(curvature.abs() > 1e-9, torch.full_like(y1, -1e-9))
     lag = i + (0.5 * (y0 - y2) / denom).clamp(-0.5, 0.5)
     level = 10 * torch.log10(seg.pow(2).mean(-1) + 1e-10)
     loud = level > level.amax(-1, keepdim=True) + silence_db

@@ -165,7 +165,7 @@ class Trainer:
         if self.codec.decoder.head.source is not None:
             f0, voiced = estimate_f0(real[:, 0], self.codec.sample_rate, self.codec.hop_length)
         with autocast:
-            out = self.g_model(real, f0=f0) if f0 is not None else self.g_model(real)
+            out = self.g_model(real, f0=f0)
         fake = out.audio[:, None, : real.shape[-1]].float()
         adversarial = self.step >= cfg.warmup_steps
         logs: dict[str, float] = {}
