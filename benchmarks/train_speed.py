@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from codec.audio import write_audio
-from codec.config import named_configs
+from codec.config import CodecConfig, named_configs
 from codec.data import prepare
 from codec.train import Trainer
 from codec.trainconfig import TrainConfig
@@ -24,6 +24,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "codec/configs/train"
 CPU_RECIPE = RECIPES / "cpu-small.yaml"
 # The harmonic decoder trains with its own losses (linear STFT, F0), which cost time too.
 HARMONIC_RECIPE = RECIPES / "cpu-harmonic.yaml"
+PHASES = ("warm-up (generator only)", "adversarial")
 
 
 def _fake_data(root: Path) -> Path:
@@ -42,9 +43,10 @@ def _fake_data(root: Path) -> Path:
 
 
 def measure(model: str, data: Path, steps: int, threads: int, batch: int, seconds: float) -> dict:
-    base = TrainConfig.from_yaml(HARMONIC_RECIPE if "harmonic" in model else CPU_RECIPE)
+    harmonic = CodecConfig.named(model).decoder.excitation == "harmonic"
+    base = TrainConfig.from_yaml(HARMONIC_RECIPE if harmonic else CPU_RECIPE)
     rows = {}
-    for phase, warmup in (("warm-up (generator only)", 10**9), ("adversarial", 0)):
+    for phase, warmup in ((PHASES[0], 10**9), (PHASES[1], 0)):
         cfg = base.model_copy(
             update={
                 "model": model,
@@ -87,14 +89,11 @@ def main() -> None:
             f"batch {args.batch_size} x {args.segment_seconds} s, {args.threads} threads, "
             f"CPU recipe {CPU_RECIPE.name} ({HARMONIC_RECIPE.name} for harmonic configs)\n"
         )
-        print("| config | warm-up (generator only) audio-s/s | adversarial audio-s/s |")
+        print(f"| config | {PHASES[0]} audio-s/s | {PHASES[1]} audio-s/s |")
         print("|---|---|---|")
         for name in names:
             r = measure(name, data, args.steps, args.threads, args.batch_size, args.segment_seconds)
-            print(
-                f"| {name} | {r['warm-up (generator only)']:.1f} | {r['adversarial']:.1f} |",
-                flush=True,
-            )
+            print(f"| {name} | {r[PHASES[0]]:.1f} | {r[PHASES[1]]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

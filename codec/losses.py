@@ -1,5 +1,7 @@
 """Training losses: multi-resolution log-mel L1, multi-resolution linear STFT, adversarial
-(hinge or least squares), feature matching and the harmonic source's pitch loss. Waveforms are (B, 1, T) or (B, T) samples at 24 kHz."""
+(hinge or least squares), feature matching and the harmonic source's pitch loss.
+
+Waveforms are (B, 1, T) or (B, T) samples at 24 kHz."""
 
 from __future__ import annotations
 
