@@ -16,6 +16,29 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
+def load_yaml_mapping(path: str | Path, kind: str) -> dict:
+    """A YAML mapping from `path`; an `extends: other.yaml` key (relative to the file) starts
+    from that file's mapping and overrides it key by key, nested mappings merged, so a variant
+    states only what it changes."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a {kind} must be a YAML mapping")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return _merged(load_yaml_mapping(path.parent / parent, kind), data)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both_maps else value
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,11 +136,7 @@ class CodecConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> CodecConfig:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a codec config must be a YAML mapping")
-        return cls.model_validate(data)
+        return cls.model_validate(load_yaml_mapping(path, "codec config"))
 
     def to_yaml(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from codec.config import CodecConfig
+from codec.config import CodecConfig, load_yaml_mapping
 
 
 class LossWeights(BaseModel):
@@ -75,8 +74,4 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a training config must be a YAML mapping")
-        return cls.model_validate(data)
+        return cls.model_validate(load_yaml_mapping(path, "training config"))

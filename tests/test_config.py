@@ -95,3 +95,20 @@ def test_other_invariants_rejected():
     data["decoder"]["attention_heads"] = 3
     with pytest.raises(ValidationError, match="divisible"):
         CodecConfig.model_validate(data)
+
+
+def test_extends_overrides_nested_keys(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text(CodecConfig.named("wavtok-tiny").model_dump_json())
+    (tmp_path / "wide.yaml").write_text(
+        "extends: base.yaml\nname: wide\ndecoder: {dim: 64, intermediate_dim: 128}\n"
+    )
+    base, wide = CodecConfig.named("wavtok-tiny"), CodecConfig.from_yaml(tmp_path / "wide.yaml")
+    assert (wide.name, wide.decoder.dim, wide.decoder.intermediate_dim) == ("wide", 64, 128)
+    assert wide.decoder.num_layers == base.decoder.num_layers
+    assert wide.encoder == base.encoder
+
+
+def test_extends_missing_parent_is_an_error(tmp_path: Path):
+    (tmp_path / "child.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        CodecConfig.from_yaml(tmp_path / "child.yaml")
