@@ -25,6 +25,7 @@ from codec.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from codec.data import Augment, SegmentDataset
 from codec.discriminators import Discriminators
 from codec.losses import (
+    BandEnvelopeLoss,
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     discriminator_loss,
@@ -71,6 +72,7 @@ class Trainer:
         ).to(self.device)
         self.mel_loss = MultiResolutionMelLoss(self.codec.sample_rate).to(self.device)
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
+        self.envelope_loss = BandEnvelopeLoss(self.codec.sample_rate).to(self.device)
         kw = dict(betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=cfg.lr_generator, **kw)
         self.opt_d = torch.optim.AdamW(self.discs.parameters(), lr=cfg.lr_discriminator, **kw)
@@ -196,6 +198,10 @@ class Trainer:
             stft = self.stft_loss(fake, real)
             loss_g = loss_g + w.stft * stft
             logs["loss/stft"] = float(stft.detach())
+        if w.envelope:
+            envelope = self.envelope_loss(fake, real)
+            loss_g = loss_g + w.envelope * envelope
+            logs["loss/envelope"] = float(envelope.detach())
         if adversarial:
             with autocast:
                 d_fake = self.d_model(fake[:n_disc])

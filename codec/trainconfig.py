@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from codec.config import CodecConfig, load_yaml_mapping
 
@@ -16,6 +16,8 @@ class LossWeights(BaseModel):
     mel: float = 45.0
     # Linear-frequency multi-resolution STFT loss; 0 leaves it out (WavTokenizer has none).
     stft: float = 0.0
+    # Band-envelope correlation (losses.BandEnvelopeLoss); 0 leaves it out.
+    envelope: float = 0.0
     # F0 and voicing of the harmonic source (models with decoder.excitation "harmonic" only).
     pitch: float = 10.0
     adversarial: float = 1.0
@@ -68,6 +70,15 @@ class TrainConfig(BaseModel):
     eval_data: str | None = "../shared/data/test/libritts_test_clean"
     seed: int = 0
     threads: int | None = None
+
+    @model_validator(mode="after")
+    def _segments_fit_the_envelope_loss(self) -> TrainConfig:
+        # BandEnvelopeLoss correlates 30 frames of 13.3 ms: a segment must hold one window.
+        if self.losses.envelope > 0 and self.segment_seconds < 0.4:
+            raise ValueError(
+                f"the envelope loss needs segment_seconds >= 0.4, got {self.segment_seconds}"
+            )
+        return self
 
     def codec_config(self) -> CodecConfig:
         return CodecConfig.named(self.model) if isinstance(self.model, str) else self.model

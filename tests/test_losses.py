@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from codec.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
+from codec.losses import BandEnvelopeLoss, MultiResolutionMelLoss, MultiResolutionSTFTLoss
 
 
 def _harmonic(f0: float, seconds: float = 1.0, rate: int = 24000) -> torch.Tensor:
@@ -33,3 +34,41 @@ def test_stft_loss_has_gradients():
     fake = (0.1 * torch.randn(2, 1, 4800)).requires_grad_()
     stft(fake, torch.randn(2, 1, 4800)).backward()
     assert fake.grad is not None and torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+
+
+def _modulated_noise(seed: int, rate_hz: float | None, seconds: float = 2.0) -> torch.Tensor:
+    """Noise whose level rises and falls at `rate_hz` (None: steady), like syllables."""
+    n = int(seconds * 24000)
+    noise = torch.randn(n, generator=torch.Generator().manual_seed(seed))
+    if rate_hz is None:
+        return 0.1 * noise[None]
+    t = torch.arange(n) / 24000
+    return 0.1 * noise[None] * (1.05 + torch.sin(2 * math.pi * rate_hz * t))
+
+
+def test_envelope_loss_is_zero_on_identity_and_ignores_overall_gain():
+    envelope = BandEnvelopeLoss()
+    x = _modulated_noise(0, 4.0)
+    assert float(envelope(x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(envelope(0.3 * x, x)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_envelope_loss_rewards_following_the_reference_envelope():
+    envelope = BandEnvelopeLoss()
+    ref = _modulated_noise(0, 4.0)
+    same_rhythm = float(envelope(_modulated_noise(1, 4.0), ref))
+    steady = float(envelope(_modulated_noise(1, None), ref))
+    assert same_rhythm < 0.35 and steady > 0.7
+
+
+def test_envelope_loss_has_gradients_and_survives_silence():
+    envelope = BandEnvelopeLoss()
+    fake = (0.1 * torch.randn(2, 1, 24000)).requires_grad_()
+    envelope(fake, _modulated_noise(0, 4.0, 1.0).expand(2, -1)).backward()
+    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+    assert math.isfinite(float(envelope(fake, torch.zeros(2, 1, 24000))))
+
+
+def test_envelope_loss_rejects_segments_shorter_than_a_window():
+    with pytest.raises(ValueError, match="envelope window"):
+        BandEnvelopeLoss()(torch.randn(1, 4800), torch.randn(1, 4800))

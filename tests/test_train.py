@@ -147,3 +147,14 @@ def test_harmonic_source_trains_on_estimated_pitch(prepared, tmp_path):
     logs = [trainer.train_step() for _ in range(2)]
     assert all(math.isfinite(entry["loss/pitch"]) and entry["loss/pitch"] > 0 for entry in logs)
     assert not torch.equal(before, source.pitch.weight)
+
+
+def test_envelope_loss_trains_and_needs_long_enough_segments(prepared, tmp_path):
+    data = _cfg().model_dump()
+    data["losses"]["envelope"] = 5.0
+    with pytest.raises(ValueError, match="segment_seconds >= 0.4"):
+        TrainConfig.model_validate(data)
+    data.update(segment_seconds=0.5, warmup_steps=10)
+    trainer = Trainer(TrainConfig.model_validate(data), [prepared], tmp_path / "env", "cpu")
+    logs = trainer.train_step()
+    assert 0 < logs["loss/envelope"] < 2
