@@ -122,6 +122,7 @@ class BandEnvelopeLoss(nn.Module):
         return env.unfold(-1, self.window_frames, self.window_step)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) or (B, T) decoded and reference samples, T >= ~0.4 s -> scalar in [0, 2]."""
         fake, real = (
             fake.reshape(fake.shape[0], -1).float(),
             real.reshape(real.shape[0], -1).float(),
