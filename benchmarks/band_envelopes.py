@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pystoi import utils
-from pystoi.stoi import BETA, DYN_RANGE, FS, N_FRAME, NFFT, OBM, N
+from pystoi.stoi import BETA, DYN_RANGE, FS, MINFREQ, N_FRAME, NFFT, NUMBAND, OBM, N
 
 from codec.audio import load_mono
 from codec.baselines import BASELINES, align, run_baseline
@@ -77,7 +77,7 @@ def main() -> None:
                 ref, resample(out.audio, out.sample_rate, METRIC_RATE).numpy(), METRIC_RATE
             )
             systems[args.baseline].append(band_scores(ref, deg, METRIC_RATE))
-    centres = 150 * 2 ** (np.arange(OBM.shape[0]) / 3)
+    _, centres = utils.thirdoct(FS, NFFT, NUMBAND, MINFREQ)
     print(f"{len(clips)} clips from {args.data}")
     print("| system | figure | " + " | ".join(f"{c:.0f} Hz" for c in centres) + " | mean |")
     print("|---|---|" + "---|" * (len(centres) + 1))
