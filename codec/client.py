@@ -15,146 +15,29 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from codec.tokenfile import TokenHeader, dumps
+from codec.client_wire import (
+    TOKEN_TYPE,
+    AudioInput,
+    CodesInput,
+    EncodeResult,
+    PcmFormat,
+    WavtokAPIError,
+    audio_payload,
+    code_chunk,
+    decode_payload,
+    encode_result,
+    pcm_chunk,
+    raise_for_error,
+)
 
-AudioInput = bytes | str | Path
-CodesInput = Any  # EncodeResult, token-file bytes, or a sequence / array of ids
-PcmFormat = Literal["pcm16", "f32"]
-TOKEN_TYPE = "application/octet-stream"
-_EXT_TYPES = {
-    ".wav": "audio/wav",
-    ".flac": "audio/flac",
-    ".ogg": "audio/ogg",
-    ".opus": "audio/ogg",
-    ".mp3": "audio/mpeg",
-}
-
-
-class WavtokAPIError(Exception):
-    """An error answer: HTTP status (or WebSocket close code) and the server's message."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-        self.code = code
-
-
-@dataclass
-class EncodeResult:
-    """Codes of one encoded input plus what decoding needs."""
-
-    codes: np.ndarray  # (F,) int64
-    model: str
-    sample_rate: int
-    frame_rate: float
-    codebook_size: int
-    num_samples: int
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.codes.shape[-1])
-
-    @property
-    def header(self) -> TokenHeader:
-        return TokenHeader(
-            model=self.model,
-            sample_rate=self.sample_rate,
-            frame_rate=self.frame_rate,
-            codebook_size=self.codebook_size,
-            num_samples=self.num_samples,
-        )
-
-    def to_tokenfile(self) -> bytes:
-        return dumps(self.codes, self.header)
-
-
-def _sniff(data: bytes) -> str:
-    if data[:4] == b"RIFF":
-        return "audio/wav"
-    if data[:4] == b"fLaC":
-        return "audio/flac"
-    if data[:4] == b"OggS":
-        return "audio/ogg"
-    if data[:3] == b"ID3" or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio/mpeg"
-    return "audio/wav"  # the server names the real problem if it is not audio at all
-
-
-def _audio_payload(audio: AudioInput) -> tuple[bytes, str]:
-    if isinstance(audio, bytes | bytearray):
-        return bytes(audio), _sniff(bytes(audio))
-    path = Path(audio)
-    data = path.read_bytes()
-    return data, _EXT_TYPES.get(path.suffix.lower(), _sniff(data))
-
-
-def _decode_payload(codes: CodesInput, num_samples: int | None, model: str | None):
-    """(content, content_type) for POST /v1/decode."""
-    if isinstance(codes, bytes | bytearray):
-        return {"content": bytes(codes), "headers": {"content-type": TOKEN_TYPE}}
-    if isinstance(codes, EncodeResult):
-        num_samples = codes.num_samples if num_samples is None else num_samples
-        model = model or codes.model
-        codes = codes.codes
-    body: dict[str, Any] = {"codes": np.asarray(codes, dtype=np.int64).reshape(-1).tolist()}
-    if num_samples is not None:
-        body["num_samples"] = int(num_samples)
-    if model is not None:
-        body["model"] = model
-    return {"json": body}
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        err = response.json()["error"]
-        message, code = str(err["message"]), err.get("code")
-    except (ValueError, KeyError, TypeError):
-        message, code = response.text[:200] or response.reason_phrase, None
-    raise WavtokAPIError(response.status_code, message, code)
-
-
-def _encode_result(data: dict) -> EncodeResult:
-    return EncodeResult(
-        codes=np.asarray(data["codes"], dtype=np.int64),
-        model=data["model"],
-        sample_rate=int(data["sample_rate"]),
-        frame_rate=float(data["frame_rate"]),
-        codebook_size=int(data["codebook_size"]),
-        num_samples=int(data["num_samples"]),
-    )
-
-
-def _pcm_chunk(chunk: Any, fmt: PcmFormat) -> bytes:
-    if isinstance(chunk, bytes | bytearray | memoryview):
-        return bytes(chunk)
-    arr = np.asarray(chunk)
-    if fmt == "f32":
-        return np.ascontiguousarray(arr, dtype="<f4").tobytes()
-    if arr.dtype.kind == "f":
-        # The inverse of the server's 1/32768 scaling, so float input survives the round trip.
-        arr = np.clip(np.round(arr * 32768.0), -32768, 32767)
-    return np.ascontiguousarray(arr, dtype="<i2").tobytes()
-
-
-def _code_chunk(chunk: Any) -> bytes:
-    if isinstance(chunk, bytes | bytearray | memoryview):
-        return bytes(chunk)
-    arr = np.asarray(chunk, dtype=np.int64).reshape(-1)
-    if arr.size and (arr.min() < 0 or arr.max() > 0xFFFF):
-        raise ValueError("code ids must lie in [0, 65535] to be streamed as uint16")
-    return arr.astype("<u2").tobytes()
+__all__ = ["AsyncWavtokClient", "EncodeResult", "WavtokAPIError", "WavtokClient"]
 
 
 async def _aiter(items: Iterable | AsyncIterable) -> AsyncIterator:
@@ -265,7 +148,7 @@ class _Base:
             "format": format,
             **({"model": model} if model else {}),
         }
-        await self._ws("encode", pcm_chunks, start, lambda c: _pcm_chunk(c, format), collect)
+        await self._ws("encode", pcm_chunks, start, lambda c: pcm_chunk(c, format), collect)
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     async def _stream_decode(
@@ -285,7 +168,7 @@ class _Base:
                 on_audio(audio)
 
         start = {"format": format, **({"model": model} if model else {})}
-        await self._ws("decode", code_chunks, start, _code_chunk, collect)
+        await self._ws("decode", code_chunks, start, code_chunk, collect)
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
@@ -315,7 +198,7 @@ class WavtokClient(_Base):
 
     def health(self) -> dict:
         r = self._http.get("/healthz")
-        _raise_for(r)
+        raise_for_error(r)
         return r.json()
 
     def ready(self) -> bool:
@@ -323,29 +206,29 @@ class WavtokClient(_Base):
 
     def models(self) -> list[dict]:
         r = self._http.get("/v1/models")
-        _raise_for(r)
+        raise_for_error(r)
         return r.json()["models"]
 
     def encode(self, audio: AudioInput, model: str | None = None) -> EncodeResult:
         """Audio file bytes or a path (any rate and channel count) -> codes and metadata."""
-        data, content_type = _audio_payload(audio)
+        data, content_type = audio_payload(audio)
         params = {"model": model} if model else None
         r = self._http.post(
             "/v1/encode", content=data, headers={"content-type": content_type}, params=params
         )
-        _raise_for(r)
-        return _encode_result(r.json())
+        raise_for_error(r)
+        return encode_result(r.json())
 
     def encode_to_tokenfile(self, audio: AudioInput, model: str | None = None) -> bytes:
         """Like `encode`, but the server's `.wtok` token file bytes."""
-        data, content_type = _audio_payload(audio)
+        data, content_type = audio_payload(audio)
         r = self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
             params={"model": model} if model else None,
         )
-        _raise_for(r)
+        raise_for_error(r)
         return r.content
 
     def decode(
@@ -357,10 +240,8 @@ class WavtokClient(_Base):
     ) -> bytes:
         """Codes (EncodeResult, ids, or token-file bytes) -> audio bytes in `format`."""
         params = {"format": format, **({"model": model} if model else {})}
-        r = self._http.post(
-            "/v1/decode", params=params, **_decode_payload(codes, num_samples, None)
-        )
-        _raise_for(r)
+        r = self._http.post("/v1/decode", params=params, **decode_payload(codes, num_samples, None))
+        raise_for_error(r)
         return r.content
 
     def decode_stream(
@@ -372,11 +253,11 @@ class WavtokClient(_Base):
     ) -> Iterator[bytes]:
         """Like `decode` with `stream=true`: yields audio bytes as the server decodes them."""
         params = {"format": format, "stream": "true", **({"model": model} if model else {})}
-        payload = _decode_payload(codes, num_samples, None)
+        payload = decode_payload(codes, num_samples, None)
         with self._http.stream("POST", "/v1/decode", params=params, **payload) as r:
             if r.status_code >= 400:
                 r.read()
-                _raise_for(r)
+                raise_for_error(r)
             yield from r.iter_bytes()
 
     def stream_encode(
@@ -427,7 +308,7 @@ class AsyncWavtokClient(_Base):
 
     async def health(self) -> dict:
         r = await self._http.get("/healthz")
-        _raise_for(r)
+        raise_for_error(r)
         return r.json()
 
     async def ready(self) -> bool:
@@ -435,29 +316,29 @@ class AsyncWavtokClient(_Base):
 
     async def models(self) -> list[dict]:
         r = await self._http.get("/v1/models")
-        _raise_for(r)
+        raise_for_error(r)
         return r.json()["models"]
 
     async def encode(self, audio: AudioInput, model: str | None = None) -> EncodeResult:
-        data, content_type = _audio_payload(audio)
+        data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type},
             params={"model": model} if model else None,
         )
-        _raise_for(r)
-        return _encode_result(r.json())
+        raise_for_error(r)
+        return encode_result(r.json())
 
     async def encode_to_tokenfile(self, audio: AudioInput, model: str | None = None) -> bytes:
-        data, content_type = _audio_payload(audio)
+        data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
             params={"model": model} if model else None,
         )
-        _raise_for(r)
+        raise_for_error(r)
         return r.content
 
     async def decode(
@@ -468,9 +349,9 @@ class AsyncWavtokClient(_Base):
         model: str | None = None,
     ) -> bytes:
         params = {"format": format, **({"model": model} if model else {})}
-        payload = _decode_payload(codes, num_samples, None)
+        payload = decode_payload(codes, num_samples, None)
         r = await self._http.post("/v1/decode", params=params, **payload)
-        _raise_for(r)
+        raise_for_error(r)
         return r.content
 
     async def decode_stream(
@@ -481,11 +362,11 @@ class AsyncWavtokClient(_Base):
         model: str | None = None,
     ) -> AsyncIterator[bytes]:
         params = {"format": format, "stream": "true", **({"model": model} if model else {})}
-        payload = _decode_payload(codes, num_samples, None)
+        payload = decode_payload(codes, num_samples, None)
         async with self._http.stream("POST", "/v1/decode", params=params, **payload) as r:
             if r.status_code >= 400:
                 await r.aread()
-                _raise_for(r)
+                raise_for_error(r)
             async for chunk in r.aiter_bytes():
                 yield chunk
 
