@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from codec.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from codec.config import CodecConfig
 from codec.data import Augment, SegmentDataset
 from codec.discriminators import Discriminators
 from codec.losses import (
@@ -47,6 +48,19 @@ def _lr_lambda(cfg: TrainConfig):
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return fn
+
+
+def _added_decoder_blocks(source: CodecConfig, target: CodecConfig) -> int | None:
+    """ConvNeXt blocks `target` appends to `source`'s decoder, or None if they differ otherwise.
+
+    Only blocks after the last attention block may be added, so that the source's layers keep
+    their positions (and their weights' names) in the grown decoder.
+    """
+    a, b = source.model_dump(exclude={"name"}), target.model_dump(exclude={"name"})
+    a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
+    if a != b or b_layers < a_layers or any(i >= a_layers for i in a["decoder"]["attention_after"]):
+        return None
+    return b_layers - a_layers
 
 
 class Trainer:
@@ -139,13 +153,28 @@ class Trainer:
 
     def init_from(self, model: str | Path) -> None:
         """Start from a trained model's weights and codebook (fresh optimisers and schedule):
-        how a later session continues the shipped model when its run directory is gone."""
+        how a later session continues the shipped model when its run directory is gone. The
+        training model may also be the same one with ConvNeXt blocks appended to its decoder
+        (grown: the added blocks start as the identity)."""
         source = Codec.from_pretrained(model)
-        mine = self.codec.config.model_dump(exclude={"name"})
-        if source.config.model_dump(exclude={"name"}) != mine:
+        added = _added_decoder_blocks(source.config, self.codec.config)
+        if added is None:
             raise ValueError(f"{model}: its architecture differs from the training config's model")
-        self.codec.load_state_dict(source.state_dict())
-        self.log(f"initialised from {model}")
+        missing, unexpected = self.codec.load_state_dict(source.state_dict(), strict=False)
+        first_new = len(source.decoder.layers)
+        prefix = "decoder.layers."
+        new_keys = {
+            k for k in missing if k.startswith(prefix) and int(k.split(".")[2]) >= first_new
+        }
+        if unexpected or set(missing) != new_keys:
+            raise ValueError(f"{model}: weights do not match its own config")
+        with torch.no_grad():
+            for block in self.codec.decoder.layers[first_new:]:
+                # A zero layer scale makes each added block the identity: the grown model starts
+                # out computing exactly what the source does.
+                block.gamma.zero_()
+        grown = f" (+{added} decoder blocks, identity at start)" if added else ""
+        self.log(f"initialised from {model}{grown}")
 
     def save(self) -> Path | None:
         if self.rank != 0:

@@ -113,6 +113,44 @@ def test_keep_last_and_export(prepared, tmp_path):
         Trainer(other, [prepared], tmp_path / "run3", "cpu").init_from(out)
 
 
+def test_init_from_grows_the_decoder_as_identity(prepared, tmp_path):
+    """A deeper decoder starts from a trained model and decodes exactly as it does."""
+    cfg = _cfg()
+    source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    with torch.no_grad():
+        for block in source.codec.decoder.layers:
+            if hasattr(block, "gamma"):
+                block.gamma.fill_(0.3)  # trained blocks are not the identity
+    source.codec.save_pretrained(tmp_path / "src")
+    small = source.codec.config
+    deep = small.model_copy(
+        update={
+            "decoder": small.decoder.model_copy(update={"num_layers": small.decoder.num_layers + 2})
+        }
+    )
+    grown = Trainer(cfg.model_copy(update={"model": deep}), [prepared], tmp_path / "g", "cpu")
+    grown.init_from(tmp_path / "src")
+    assert len(grown.codec.decoder.layers) == len(source.codec.decoder.layers) + 2
+    wav = torch.randn(1, 1, 4800) * 0.1
+    src = source.codec.eval()
+    codes, _ = src.encode(wav)
+    assert torch.equal(grown.codec.eval().encode(wav)[0], codes)
+    assert torch.allclose(grown.codec.decode(codes)[0], src.decode(codes)[0], atol=1e-6)
+
+    # Attention placed among the added blocks would not start as the identity: refused.
+    moved = deep.model_copy(
+        update={
+            "decoder": deep.decoder.model_copy(
+                update={"attention_after": [0, small.decoder.num_layers]}
+            )
+        }
+    )
+    with pytest.raises(ValueError, match="architecture differs"):
+        Trainer(
+            cfg.model_copy(update={"model": moved}), [prepared], tmp_path / "m", "cpu"
+        ).init_from(tmp_path / "src")
+
+
 def test_discriminator_families_subset(prepared, tmp_path):
     data = _cfg().model_dump()
     data["discriminators"]["families"] = ["mpd"]
