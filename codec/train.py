@@ -53,12 +53,13 @@ def _lr_lambda(cfg: TrainConfig):
 def _added_decoder_blocks(source: CodecConfig, target: CodecConfig) -> int | None:
     """ConvNeXt blocks `target` appends to `source`'s decoder, or None if they differ otherwise.
 
-    Only blocks after the last attention block may be added, so that the source's layers keep
+    Attention positions must match, and they all lie within the source's blocks (CodecConfig
+    checks), so added blocks come after the last attention block and the source's layers keep
     their positions (and their weights' names) in the grown decoder.
     """
     a, b = source.model_dump(exclude={"name"}), target.model_dump(exclude={"name"})
     a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
-    if a != b or b_layers < a_layers or any(i >= a_layers for i in a["decoder"]["attention_after"]):
+    if a != b or b_layers < a_layers:
         return None
     return b_layers - a_layers
 
