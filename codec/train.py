@@ -161,14 +161,10 @@ class Trainer:
         added = _added_decoder_blocks(source.config, self.codec.config)
         if added is None:
             raise ValueError(f"{model}: its architecture differs from the training config's model")
-        missing, unexpected = self.codec.load_state_dict(source.state_dict(), strict=False)
+        # The configs match but for the appended blocks, and `source` loaded its weights strictly,
+        # so the only keys missing here are those blocks'.
+        self.codec.load_state_dict(source.state_dict(), strict=False)
         first_new = len(source.decoder.layers)
-        prefix = "decoder.layers."
-        new_keys = {
-            k for k in missing if k.startswith(prefix) and int(k.split(".")[2]) >= first_new
-        }
-        if unexpected or set(missing) != new_keys:
-            raise ValueError(f"{model}: weights do not match its own config")
         with torch.no_grad():
             for block in self.codec.decoder.layers[first_new:]:
                 # A zero layer scale makes each added block the identity: the grown model starts
