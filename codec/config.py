@@ -52,6 +52,10 @@ class EncoderConfig(_Strict):
     ratios: list[int] = Field(default_factory=lambda: [8, 5, 4, 2])
     n_residual_layers: int = 1
     lstm_layers: int = 2
+    # Linear-frequency bins (from 1 x 18.75 Hz at hop 320) of a parallel branch that reads a
+    # 4-hop windowed spectrum, fine enough to resolve the voice's harmonics, and adds its
+    # projection to SEANet's output; 0: no branch. See `SpectralBranch` in codec/encoder.py.
+    spectral_bins: int = 0
 
 
 class QuantizerConfig(_Strict):
@@ -111,6 +115,8 @@ class CodecConfig(_Strict):
             raise ValueError("decoder.dim must be divisible by decoder.attention_heads")
         if self.decoder.phase == "increment" and not self.causal:
             raise ValueError("decoder.phase 'increment' needs a causal model")
+        if not 0 <= self.encoder.spectral_bins <= 2 * self.hop_length:
+            raise ValueError("encoder.spectral_bins must lie in [0, 2 * hop_length]")
         if self.decoder.excitation != "none" and not self.causal:
             raise ValueError("decoder.excitation 'harmonic' needs a causal model")
         return self

@@ -2,11 +2,13 @@
 
 `encodec.modules.SEANetEncoder` builds the layers and owns the weights; this module only walks
 them, either offline (masking padded frames so batched output equals unbatched output) or
-chunk by chunk with explicit state (causal models only).
+chunk by chunk with explicit state (causal models only). An optional `SpectralBranch` adds
+features from a long-window spectrum to SEANet's output.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from codec.config import EncoderConfig
-from codec.layers import stream_conv
+from codec.layers import PaddedConv1d, stream_conv
 
 with warnings.catch_warnings():
     # encodec uses the legacy weight_norm, which warns on import of its users.
@@ -33,6 +35,10 @@ class EncoderStreamState:
 
     conv_buffers: dict[int, torch.Tensor] = field(default_factory=dict)
     lstm_states: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # Spectral branch: its convolutions' buffers, and frames one path produced ahead of the other.
+    branch: dict[str, torch.Tensor] = field(default_factory=dict)
+    pending_seanet: torch.Tensor | None = None
+    pending_branch: torch.Tensor | None = None
 
 
 def _conv_geometry(sconv: SConv1d) -> tuple[nn.Conv1d, int, int, int]:
@@ -40,6 +46,73 @@ def _conv_geometry(sconv: SConv1d) -> tuple[nn.Conv1d, int, int, int]:
     kernel = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
     stride = conv.stride[0]
     return conv, kernel, stride, kernel - stride
+
+
+def _analysis_window(window: int, hop: int, causal: bool) -> torch.Tensor:
+    """(window,) taper. Causal: rises over all but the last half hop and falls over that, so
+    the frame's own hop weighs most (a Hann window would centre it 1.5 hops in the past)."""
+    if not causal:
+        return torch.hann_window(window, periodic=False, dtype=torch.float64)
+    rise, fall = window - hop // 2, hop // 2
+    up = torch.hann_window(2 * rise, periodic=False, dtype=torch.float64)[:rise]
+    down = torch.hann_window(2 * fall, periodic=False, dtype=torch.float64)[fall:]
+    return torch.cat([up, down])
+
+
+class SpectralBranch(nn.Module):
+    """(B, 1, T) samples -> (B, D, T / hop) features added to SEANet's output.
+
+    A 4-hop window (1280 samples, 18.75 Hz bins at 24 kHz) resolves the harmonics of voices
+    above ~60 Hz, which SEANet's early 8x downsampling to 16 channels cannot keep: pitch and
+    formants are what the codec's tokens miss most. The analysis starts as a windowed DFT at
+    bins 1..K (learnable), its log magnitudes are mixed over 3 frames, and the projection to
+    D starts at zero, so a trained encoder grown with this branch starts out unchanged.
+    """
+
+    WINDOW_HOPS = 4
+
+    def __init__(self, bins: int, dimension: int, hop: int, causal: bool, hidden: int = 256):
+        super().__init__()
+        window = self.WINDOW_HOPS * hop
+        self.hop, self.window, self.causal = hop, window, causal
+        self.analysis = nn.Conv1d(1, 2 * bins, window, stride=hop, bias=False)
+        self.mix = PaddedConv1d(bins, hidden, 3, causal)
+        self.project = nn.Conv1d(hidden, dimension, 1)
+        taper = _analysis_window(window, hop, causal)
+        angle = 2 * math.pi * torch.arange(1, bins + 1, dtype=torch.float64)[:, None]
+        angle = angle * torch.arange(window, dtype=torch.float64)[None] / window
+        # Unit gain for a full-scale sinusoid, so log magnitudes sit in a known range.
+        basis = torch.cat([angle.cos(), angle.sin()]) * taper * (2 / taper.sum())
+        with torch.no_grad():
+            self.analysis.weight.copy_(basis[:, None].float())
+            self.project.weight.zero_()
+            self.project.bias.zero_()
+
+    def _features(self, frames: torch.Tensor) -> torch.Tensor:
+        real, imag = frames.chunk(2, dim=1)
+        return torch.log(torch.sqrt(real.square() + imag.square() + 1e-12) + 1e-4)
+
+    def forward(self, wav: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, T) samples -> (B, D, T / hop); frames past `frame_lengths` are zeroed."""
+        total = self.window - self.hop
+        left = total if self.causal else total // 2
+        feats = self._features(self.analysis(nn.functional.pad(wav, (left, total - left))))
+        if frame_lengths is not None:
+            feats = _mask(feats, frame_lengths)
+        out = self.project(nn.functional.gelu(self.mix(feats)))
+        return out if frame_lengths is None else _mask(out, frame_lengths)
+
+    def stream(self, wav: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 1, t) new samples -> (B, D, f) frames that became final; updates `state`."""
+        frames, state["analysis"] = stream_conv(
+            self.analysis, wav, state.get("analysis"), self.window - self.hop
+        )
+        if frames.shape[-1] == 0:
+            return wav.new_zeros(wav.shape[0], self.project.out_channels, 0)
+        mix_state = {"buf": state["mix"]} if "mix" in state else {}
+        mixed = self.mix.stream(self._features(frames), mix_state)
+        state["mix"] = mix_state["buf"]
+        return self.project(nn.functional.gelu(mixed))
 
 
 class Encoder(nn.Module):
@@ -63,6 +136,11 @@ class Encoder(nn.Module):
             )
         self.causal = causal
         self.hop_length = int(self.seanet.hop_length)
+        self.spectral = (
+            SpectralBranch(cfg.spectral_bins, cfg.dimension, self.hop_length, causal)
+            if cfg.spectral_bins
+            else None
+        )
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, T) samples -> (B, D, T / hop); frames past `lengths` (in samples) are zeroed."""
@@ -79,6 +157,8 @@ class Encoder(nn.Module):
                 # The LSTM turns zero padding into non-zero output, which the next (non-causal)
                 # convolution would see as right context.
                 x = _mask(x, cur)
+        if self.spectral is not None:
+            x = x + self.spectral(wav, cur)
         return x
 
     def _offline_layer(
@@ -101,7 +181,14 @@ class Encoder(nn.Module):
         x = wav
         for layer in self.seanet.model:
             x = self._stream_layer(layer, x, state, counter)
-        return x
+        if self.spectral is None:
+            return x
+        # Both paths finish a frame when its last sample arrives; the queues only guard the sum.
+        seanet = _joined(state.pending_seanet, x)
+        branch = _joined(state.pending_branch, self.spectral.stream(wav, state.branch))
+        ready = min(seanet.shape[-1], branch.shape[-1])
+        state.pending_seanet, state.pending_branch = seanet[..., ready:], branch[..., ready:]
+        return seanet[..., :ready] + branch[..., :ready]
 
     def _stream_layer(
         self, layer: nn.Module, x: torch.Tensor, state: EncoderStreamState, counter
@@ -132,3 +219,7 @@ class Encoder(nn.Module):
 def _mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     steps = torch.arange(x.shape[-1], device=x.device)
     return x * (steps[None, :] < lengths[:, None]).unsqueeze(1).to(x.dtype)
+
+
+def _joined(pending: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+    return new if pending is None else torch.cat([pending, new], dim=-1)

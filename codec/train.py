@@ -50,8 +50,9 @@ def _lr_lambda(cfg: TrainConfig):
     return fn
 
 
-def _added_decoder_blocks(source: CodecConfig, target: CodecConfig) -> int | None:
-    """ConvNeXt blocks `target` appends to `source`'s decoder, or None if they differ otherwise.
+def _growth(source: CodecConfig, target: CodecConfig) -> tuple[int, bool] | None:
+    """How `target` grows `source`: (ConvNeXt blocks appended to the decoder, whether a spectral
+    branch is added to the encoder), or None if they differ otherwise.
 
     Attention positions must match, and they all lie within the source's blocks (CodecConfig
     checks), so added blocks come after the last attention block and the source's layers keep
@@ -59,9 +60,10 @@ def _added_decoder_blocks(source: CodecConfig, target: CodecConfig) -> int | Non
     """
     a, b = source.model_dump(exclude={"name"}), target.model_dump(exclude={"name"})
     a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
-    if a != b or b_layers < a_layers:
+    a_bins, b_bins = a["encoder"].pop("spectral_bins"), b["encoder"].pop("spectral_bins")
+    if a != b or b_layers < a_layers or (a_bins and a_bins != b_bins):
         return None
-    return b_layers - a_layers
+    return b_layers - a_layers, b_bins > 0 and not a_bins
 
 
 class Trainer:
@@ -155,14 +157,15 @@ class Trainer:
     def init_from(self, model: str | Path) -> None:
         """Start from a trained model's weights and codebook (fresh optimisers and schedule):
         how a later session continues the shipped model when its run directory is gone. The
-        training model may also be the same one with ConvNeXt blocks appended to its decoder
-        (grown: the added blocks start as the identity)."""
+        training model may also be that model grown: ConvNeXt blocks appended to its decoder
+        and/or a spectral branch added to its encoder, each starting out as a no-op."""
         source = Codec.from_pretrained(model)
-        added = _added_decoder_blocks(source.config, self.codec.config)
-        if added is None:
+        growth = _growth(source.config, self.codec.config)
+        if growth is None:
             raise ValueError(f"{model}: its architecture differs from the training config's model")
-        # The configs match but for the appended blocks, and `source` loaded its weights strictly,
-        # so the only keys missing here are those blocks'.
+        added_blocks, added_branch = growth
+        # The configs match but for the grown parts, and `source` loaded its weights strictly,
+        # so the only keys missing here are the added blocks' and branch's.
         self.codec.load_state_dict(source.state_dict(), strict=False)
         first_new = len(source.decoder.layers)
         with torch.no_grad():
@@ -170,8 +173,13 @@ class Trainer:
                 # A zero layer scale makes each added block the identity: the grown model starts
                 # out computing exactly what the source does.
                 block.gamma.zero_()
-        grown = f" (+{added} decoder blocks, identity at start)" if added else ""
-        self.log(f"initialised from {model}{grown}")
+        # A new SpectralBranch needs nothing here: its output projection is built as zero.
+        grown = [f"+{added_blocks} decoder blocks"] if added_blocks else []
+        grown += ["+spectral branch"] if added_branch else []
+        self.log(
+            f"initialised from {model}"
+            + (f" ({', '.join(grown)}, no-ops at start)" if grown else "")
+        )
 
     def save(self) -> Path | None:
         if self.rank != 0:

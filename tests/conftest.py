@@ -107,6 +107,30 @@ def tiny_causal_harmonic() -> Codec:
     return model
 
 
+def spectral_codec(base: str, seed: int = 0) -> Codec:
+    """The `base` tiny config with an encoder spectral branch whose projection is not zero
+    (as after training), so that it shapes the codes."""
+    data = CodecConfig.named(base).model_dump()
+    data["name"], data["encoder"]["spectral_bins"] = f"{base}-spectral", 24
+    torch.manual_seed(seed)
+    model = Codec.from_config(CodecConfig.model_validate(data))
+    with torch.no_grad():
+        model.encoder.spectral.project.weight.normal_(0, 0.5)
+    prime_codebook(model, seed)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_spectral() -> Codec:
+    return spectral_codec("wavtok-tiny-causal")
+
+
+@pytest.fixture(scope="session")
+def tiny_spectral() -> Codec:
+    """Non-causal: the branch's window is centred on each frame."""
+    return spectral_codec("wavtok-tiny")
+
+
 @pytest.fixture(scope="session")
 def tiny() -> Codec:
     return make_codec("wavtok-tiny")

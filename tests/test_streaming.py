@@ -33,12 +33,14 @@ def state_numel(obj) -> int:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_streamed_encode_equals_offline(tiny_causal: Codec, seed: int):
-    hop = tiny_causal.hop_length
+@pytest.mark.parametrize("name", ["tiny_causal", "tiny_causal_spectral"])
+def test_streamed_encode_equals_offline(request: pytest.FixtureRequest, name: str, seed: int):
+    model: Codec = request.getfixturevalue(name)
+    hop = model.hop_length
     wav = speechlike(40 * hop + 123, seed=seed)
-    offline, _ = tiny_causal.encode(wav)
+    offline, _ = model.encode(wav)
     assert offline.unique().numel() > 5  # diverse codes, so equality means something
-    enc = tiny_causal.streaming_encoder()
+    enc = model.streaming_encoder()
     # Some single samples, then chunks both below and well above the hop.
     sizes = chunk_sizes(wav.numel(), 3 * hop, seed, singles=hop + 5)
     assert max(sizes) > hop

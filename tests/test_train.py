@@ -151,6 +151,26 @@ def test_init_from_grows_the_decoder_as_identity(prepared, tmp_path):
         ).init_from(tmp_path / "src")
 
 
+def test_init_from_adds_a_spectral_branch_as_a_no_op(prepared, tmp_path):
+    """An encoder grown with a spectral branch gives the source's codes until it trains."""
+    cfg = _cfg()
+    source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    source.codec.save_pretrained(tmp_path / "src")
+    plain = source.codec.config
+    spectral = plain.model_copy(
+        update={"encoder": plain.encoder.model_copy(update={"spectral_bins": 16})}
+    )
+    grown = Trainer(cfg.model_copy(update={"model": spectral}), [prepared], tmp_path / "g", "cpu")
+    grown.init_from(tmp_path / "src")
+    wav = torch.randn(1, 1, 4800) * 0.1
+    src = source.codec.eval()
+    assert torch.equal(grown.codec.eval().encoder(wav), src.encoder(wav))
+    # The reverse (dropping a trained branch) is refused.
+    grown.codec.save_pretrained(tmp_path / "spectral")
+    with pytest.raises(ValueError, match="architecture differs"):
+        Trainer(cfg, [prepared], tmp_path / "back", "cpu").init_from(tmp_path / "spectral")
+
+
 def test_discriminator_families_subset(prepared, tmp_path):
     data = _cfg().model_dump()
     data["discriminators"]["families"] = ["mpd"]
