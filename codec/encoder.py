@@ -64,8 +64,8 @@ class SpectralBranch(nn.Module):
 
     A 4-hop window (1280 samples, 18.75 Hz bins at 24 kHz) resolves the harmonics of voices
     above ~60 Hz, which SEANet's early 8x downsampling to 16 channels cannot keep: pitch and
-    formants are what the codec's tokens miss most. The analysis starts as a windowed DFT at
-    bins 1..K (learnable), its log magnitudes are mixed over 3 frames, and the projection to
+    formants are what the codec's tokens miss most. The analysis is a fixed windowed DFT at
+    bins 1..K, its log magnitudes are normalised per frame and mixed over 3 frames, and the projection to
     D starts at zero, so a trained encoder grown with this branch starts out unchanged.
     """
 
@@ -76,6 +76,9 @@ class SpectralBranch(nn.Module):
         window = self.WINDOW_HOPS * hop
         self.hop, self.window, self.causal = hop, window, causal
         self.analysis = nn.Conv1d(1, 2 * bins, window, stride=hop, bias=False)
+        # Per-frame normalisation over bins: keeps the spectral shape (harmonics, formants),
+        # drops the level, which SEANet already carries, and centres the mix's input.
+        self.norm = nn.LayerNorm(bins)
         self.mix = PaddedConv1d(bins, hidden, 3, causal)
         self.project = nn.Conv1d(hidden, dimension, 1)
         taper = _analysis_window(window, hop, causal)
@@ -83,12 +86,18 @@ class SpectralBranch(nn.Module):
         angle = angle * torch.arange(window, dtype=torch.float64)[None] / window
         # Unit gain for a full-scale sinusoid, so log magnitudes sit in a known range.
         basis = torch.cat([angle.cos(), angle.sin()]) * taper * (2 / taper.sum())
+        # A fixed transform: Adam's steps (~lr each) would scramble weights this small (~1e-3),
+        # and being rebuilt from the config, it need not be stored with the weights.
+        del self.analysis.weight
+        self.analysis.register_buffer("weight", basis[:, None].float(), persistent=False)
         with torch.no_grad():
-            self.analysis.weight.copy_(basis[:, None].float())
             self.project.weight.zero_()
             self.project.bias.zero_()
 
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.norm(self._log_magnitudes(frames).transpose(1, 2)).transpose(1, 2)
+
+    def _log_magnitudes(self, frames: torch.Tensor) -> torch.Tensor:
         real, imag = frames.chunk(2, dim=1)
         return torch.log(torch.sqrt(real.square() + imag.square() + 1e-12) + 1e-4)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from codec.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -66,6 +67,20 @@ def _growth(source: CodecConfig, target: CodecConfig) -> tuple[int, bool] | None
     return b_layers - a_layers, b_bins > 0 and not a_bins
 
 
+def _generator_param_groups(codec: nn.Module, lr: float, scales: dict[str, float]) -> list[dict]:
+    """AdamW parameter groups: `lr` times the multiplier of the first prefix in `scales` that a
+    parameter's name starts with (1 if none). One group when `scales` is empty."""
+    named = list(codec.named_parameters())
+    unmatched = [prefix for prefix in scales if not any(n.startswith(prefix) for n, _ in named)]
+    if unmatched:
+        raise ValueError(f"lr_scale prefixes match no model parameter: {', '.join(unmatched)}")
+    by_scale: dict[float, list[nn.Parameter]] = {1.0: []}
+    for name, param in named:
+        scale = next((s for prefix, s in scales.items() if name.startswith(prefix)), 1.0)
+        by_scale.setdefault(scale, []).append(param)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in by_scale.items() if ps]
+
+
 class Trainer:
     """Owns the models, optimisers, data sampler and logging of one training run."""
 
@@ -91,7 +106,8 @@ class Trainer:
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
         self.envelope_loss = BandEnvelopeLoss(self.codec.sample_rate).to(self.device)
         kw = dict(betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.opt_g = torch.optim.AdamW(self.codec.parameters(), lr=cfg.lr_generator, **kw)
+        groups = _generator_param_groups(self.codec, cfg.lr_generator, cfg.lr_scale)
+        self.opt_g = torch.optim.AdamW(groups, **kw)
         self.opt_d = torch.optim.AdamW(self.discs.parameters(), lr=cfg.lr_discriminator, **kw)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, _lr_lambda(cfg))
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _lr_lambda(cfg))

@@ -53,6 +53,9 @@ class TrainConfig(BaseModel):
     lr_generator: float = 5e-4
     lr_discriminator: float = 2e-4
     lr_warmup_steps: int = 200
+    # Generator learning-rate multipliers by parameter-name prefix, e.g. {"encoder.spectral.": 10}
+    # lets a part added to a trained model (starting from zero) catch up with the rest.
+    lr_scale: dict[str, float] = Field(default_factory=dict)
     min_lr_ratio: float = 0.1
     betas: tuple[float, float] = (0.8, 0.99)
     weight_decay: float = 0.01

@@ -12,17 +12,20 @@ from codec.encoder import Encoder, SpectralBranch
 def test_spectral_analysis_resolves_a_harmonic():
     """A 375 Hz tone lands in bin 20 (18.75 Hz bins at hop 320) with unit gain per amplitude."""
     branch = SpectralBranch(bins=40, dimension=8, hop=320, causal=True)
+    # The analysis is fixed: neither trained nor stored with the weights.
+    assert not list(branch.analysis.parameters())
+    assert not any(key.startswith("analysis.") for key in branch.state_dict())
     t = torch.arange(24000) / 24000
     tone = 0.25 * torch.sin(2 * math.pi * 375.0 * t)
     with torch.no_grad():
         frames = branch.analysis(tone[None, None])
-        magnitude = branch._features(frames).exp()[0, :, 2:]  # skip the window's start-up
+        magnitude = branch._log_magnitudes(frames).exp()[0, :, 2:]  # skip the window's start-up
     assert (magnitude.argmax(dim=0) == 19).all()  # bins start at 1 x 18.75 Hz
     assert torch.allclose(magnitude[19], torch.full_like(magnitude[19], 0.25), rtol=0.05)
     # Two harmonics 100 Hz apart stay apart: the bin between them is far weaker.
     pair = tone + 0.25 * torch.sin(2 * math.pi * 475.0 * t)
     with torch.no_grad():
-        mags = branch._features(branch.analysis(pair[None, None])).exp()[0, :, 2:]
+        mags = branch._log_magnitudes(branch.analysis(pair[None, None])).exp()[0, :, 2:]
     assert (mags[22] < 0.3 * mags[19]).all()
 
 

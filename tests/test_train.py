@@ -171,6 +171,27 @@ def test_init_from_adds_a_spectral_branch_as_a_no_op(prepared, tmp_path):
         Trainer(cfg, [prepared], tmp_path / "back", "cpu").init_from(tmp_path / "spectral")
 
 
+def test_lr_scale_sets_group_learning_rates(prepared, tmp_path):
+    cfg = _cfg().model_copy(update={"lr_scale": {"decoder.head.": 5.0}})
+    trainer = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    head = {id(p) for p in trainer.codec.decoder.head.parameters()}
+    groups = trainer.opt_g.param_groups
+    assert len(groups) == 2
+    assert sum(len(g["params"]) for g in groups) == len(list(trainer.codec.parameters()))
+    for group in groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1  # each group is all head or no head
+        base = cfg.lr_generator * (5.0 if in_head.pop() else 1.0)
+        assert group["initial_lr"] == pytest.approx(base)
+    with pytest.raises(ValueError, match="match no model parameter: decoder.nothing"):
+        Trainer(
+            cfg.model_copy(update={"lr_scale": {"decoder.nothing": 2.0}}),
+            [prepared],
+            tmp_path / "bad",
+            "cpu",
+        )
+
+
 def test_discriminator_families_subset(prepared, tmp_path):
     data = _cfg().model_dump()
     data["discriminators"]["families"] = ["mpd"]
