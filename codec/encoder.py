@@ -65,8 +65,9 @@ class SpectralBranch(nn.Module):
     A 4-hop window (1280 samples, 18.75 Hz bins at 24 kHz) resolves the harmonics of voices
     above ~60 Hz, which SEANet's early 8x downsampling to 16 channels cannot keep: pitch and
     formants are what the codec's tokens miss most. The analysis is a fixed windowed DFT at
-    bins 1..K, its log magnitudes are normalised per frame and mixed over 3 frames, and the projection to
-    D starts at zero, so a trained encoder grown with this branch starts out unchanged.
+    bins 1..K; its log magnitudes are normalised per frame and mixed over 3 frames, and the
+    projection to D starts at zero, so a trained encoder grown with this branch starts out
+    unchanged.
     """
 
     WINDOW_HOPS = 4
