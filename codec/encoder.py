@@ -26,6 +26,14 @@ with warnings.catch_warnings():
 
 
 @dataclass
+class SpectralStreamState:
+    """The spectral branch's left context: unconsumed samples and the mixing conv's frames."""
+
+    analysis: torch.Tensor | None = None
+    mix: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
 class EncoderStreamState:
     """Everything a streaming encoder carries between chunks.
 
@@ -35,10 +43,7 @@ class EncoderStreamState:
 
     conv_buffers: dict[int, torch.Tensor] = field(default_factory=dict)
     lstm_states: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    # Spectral branch: its convolutions' buffers, and frames one path produced ahead of the other.
-    branch: dict[str, torch.Tensor] = field(default_factory=dict)
-    pending_seanet: torch.Tensor | None = None
-    pending_branch: torch.Tensor | None = None
+    branch: SpectralStreamState = field(default_factory=SpectralStreamState)
 
 
 def _conv_geometry(sconv: SConv1d) -> tuple[nn.Conv1d, int, int, int]:
@@ -112,16 +117,14 @@ class SpectralBranch(nn.Module):
         out = self.project(nn.functional.gelu(self.mix(feats)))
         return out if frame_lengths is None else _mask(out, frame_lengths)
 
-    def stream(self, wav: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    def stream(self, wav: torch.Tensor, state: SpectralStreamState) -> torch.Tensor:
         """(B, 1, t) new samples -> (B, D, f) frames that became final; updates `state`."""
-        frames, state["analysis"] = stream_conv(
-            self.analysis, wav, state.get("analysis"), self.window - self.hop
+        frames, state.analysis = stream_conv(
+            self.analysis, wav, state.analysis, self.window - self.hop
         )
         if frames.shape[-1] == 0:
             return wav.new_zeros(wav.shape[0], self.project.out_channels, 0)
-        mix_state = {"buf": state["mix"]} if "mix" in state else {}
-        mixed = self.mix.stream(self._features(frames), mix_state)
-        state["mix"] = mix_state["buf"]
+        mixed = self.mix.stream(self._features(frames), state.mix)
         return self.project(nn.functional.gelu(mixed))
 
 
@@ -193,12 +196,9 @@ class Encoder(nn.Module):
             x = self._stream_layer(layer, x, state, counter)
         if self.spectral is None:
             return x
-        # Both paths finish a frame when its last sample arrives; the queues only guard the sum.
-        seanet = _joined(state.pending_seanet, x)
-        branch = _joined(state.pending_branch, self.spectral.stream(wav, state.branch))
-        ready = min(seanet.shape[-1], branch.shape[-1])
-        state.pending_seanet, state.pending_branch = seanet[..., ready:], branch[..., ready:]
-        return seanet[..., :ready] + branch[..., :ready]
+        # Both paths are causal convolutions whose left padding is kernel - stride, so each
+        # emits a frame exactly when its last sample arrives: after t samples, t // hop frames.
+        return x + self.spectral.stream(wav, state.branch)
 
     def _stream_layer(
         self, layer: nn.Module, x: torch.Tensor, state: EncoderStreamState, counter
@@ -229,7 +229,3 @@ class Encoder(nn.Module):
 def _mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     steps = torch.arange(x.shape[-1], device=x.device)
     return x * (steps[None, :] < lengths[:, None]).unsqueeze(1).to(x.dtype)
-
-
-def _joined(pending: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
-    return new if pending is None else torch.cat([pending, new], dim=-1)

@@ -65,10 +65,16 @@ def prime_codebook(model: Codec, seed: int = 0) -> None:
     assert quantizer.initialised
 
 
-def make_codec(cfg: CodecConfig | str, seed: int = 0) -> Codec:
-    """A seeded untrained model in eval mode with a k-means-initialised codebook."""
+def make_codec(
+    cfg: CodecConfig | str, seed: int = 0, before_priming: Callable[[Codec], None] | None = None
+) -> Codec:
+    """A seeded untrained model in eval mode with a k-means-initialised codebook;
+    `before_priming` may change the encoder first, since the codebook is fitted to its output."""
     torch.manual_seed(seed)
     model = Codec.from_config(cfg)
+    if before_priming is not None:
+        with torch.no_grad():
+            before_priming(model)
     prime_codebook(model, seed)
     return model.eval()
 
@@ -112,12 +118,11 @@ def spectral_codec(base: str, seed: int = 0) -> Codec:
     (as after training), so that it shapes the codes."""
     data = CodecConfig.named(base).model_dump()
     data["name"], data["encoder"]["spectral_bins"] = f"{base}-spectral", 24
-    torch.manual_seed(seed)
-    model = Codec.from_config(CodecConfig.model_validate(data))
-    with torch.no_grad():
-        model.encoder.spectral.project.weight.normal_(0, 0.5)
-    prime_codebook(model, seed)
-    return model.eval()
+    return make_codec(
+        CodecConfig.model_validate(data),
+        seed,
+        lambda model: model.encoder.spectral.project.weight.normal_(0, 0.5),
+    )
 
 
 @pytest.fixture(scope="session")
