@@ -183,3 +183,23 @@ def pitch_loss(
     if not bool(voiced.any()):
         return voicing
     return (log_f0[voiced] - f0[voiced].log()).abs().mean() + voicing
+
+
+class LatentPitchHead(nn.Module):
+    """Training only: a linear read-out of F0 and voicing from the quantizer's lookup vectors.
+
+    The decoder's pitch loss reaches the encoder only through the whole decoder and the VQ's
+    straight-through path. Asking for pitch linearly from the vectors the codebook is matched
+    against gives the encoder a direct target and makes pitch a direction that the nearest-code
+    search preserves. (B, C, F) lookup vectors -> (log F0 (B, F), voicing logits (B, F)).
+    """
+
+    def __init__(self, dim: int, initial_f0_hz: float = 150.0) -> None:
+        super().__init__()
+        self.proj = nn.Conv1d(dim, 2, 1)
+        with torch.no_grad():
+            self.proj.bias.copy_(torch.tensor([float(torch.tensor(initial_f0_hz).log()), 0.0]))
+
+    def forward(self, lookup: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.proj(lookup.float())
+        return out[:, 0], out[:, 1]

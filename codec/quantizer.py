@@ -21,12 +21,15 @@ from codec.config import QuantizerConfig
 @dataclass
 class QuantizerOutput:
     """`quantized` (B, D, F) latents after straight-through; `codes` (B, F) int64 ids;
-    `commit_loss` scalar (already weighted); `dead_codes_restarted` codes restarted this call."""
+    `commit_loss` scalar (already weighted); `dead_codes_restarted` codes restarted this call;
+    `lookup` (B, codebook_dim, F) the vectors matched against the codebook (normalised and
+    projected latents, before quantization)."""
 
     quantized: torch.Tensor
     codes: torch.Tensor
     commit_loss: torch.Tensor
     dead_codes_restarted: int
+    lookup: torch.Tensor
 
 
 @dataclass
@@ -122,7 +125,9 @@ class Quantizer(nn.Module):
             # The same test encodec's expire_codes_ applies before it restarts codes.
             restarted = int((codebook.cluster_size < codebook.threshold_ema_dead_code).sum())
         quantized, codes, loss = self.vq(z)
-        return QuantizerOutput(quantized, codes, loss.sum(), restarted)
+        # The same projection the codebook lookup applies inside `self.vq` (a small matmul).
+        lookup = self.vq.project_in(z.transpose(1, 2)).transpose(1, 2)
+        return QuantizerOutput(quantized, codes, loss.sum(), restarted, lookup)
 
     def encode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, D, F) latents -> (B, F) int64 token ids (never touches the codebook)."""

@@ -28,6 +28,7 @@ from codec.data import Augment, SegmentDataset
 from codec.discriminators import Discriminators
 from codec.losses import (
     BandEnvelopeLoss,
+    LatentPitchHead,
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     discriminator_loss,
@@ -67,10 +68,11 @@ def _growth(source: CodecConfig, target: CodecConfig) -> tuple[int, bool] | None
     return b_layers - a_layers, b_bins > 0 and not a_bins
 
 
-def _generator_param_groups(codec: nn.Module, lr: float, scales: dict[str, float]) -> list[dict]:
+def _generator_param_groups(
+    named: list[tuple[str, nn.Parameter]], lr: float, scales: dict[str, float]
+) -> list[dict]:
     """AdamW parameter groups: `lr` times the multiplier of the first prefix in `scales` that a
     parameter's name starts with (1 if none). One group when `scales` is empty."""
-    named = list(codec.named_parameters())
     unmatched = [prefix for prefix in scales if not any(n.startswith(prefix) for n, _ in named)]
     if unmatched:
         raise ValueError(f"lr_scale prefixes match no model parameter: {', '.join(unmatched)}")
@@ -105,8 +107,17 @@ class Trainer:
         self.mel_loss = MultiResolutionMelLoss(self.codec.sample_rate).to(self.device)
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
         self.envelope_loss = BandEnvelopeLoss(self.codec.sample_rate).to(self.device)
+        # Trained with the generator, saved in checkpoints, never exported.
+        self.latent_pitch = (
+            LatentPitchHead(self.codec.config.quantizer.codebook_dim).to(self.device)
+            if cfg.losses.encoder_pitch
+            else None
+        )
         kw = dict(betas=cfg.betas, weight_decay=cfg.weight_decay)
-        groups = _generator_param_groups(self.codec, cfg.lr_generator, cfg.lr_scale)
+        named = list(self.codec.named_parameters())
+        if self.latent_pitch is not None:
+            named += list(self.latent_pitch.named_parameters(prefix="latent_pitch"))
+        groups = _generator_param_groups(named, cfg.lr_generator, cfg.lr_scale)
         self.opt_g = torch.optim.AdamW(groups, **kw)
         self.opt_d = torch.optim.AdamW(self.discs.parameters(), lr=cfg.lr_discriminator, **kw)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, _lr_lambda(cfg))
@@ -121,9 +132,12 @@ class Trainer:
         self.stop_requested = False
         self.g_model = self.codec
         self.d_model = self.discs
+        self.latent_pitch_model = self.latent_pitch
         if self.world > 1:
             self.g_model = DistributedDataParallel(self.codec)
             self.d_model = DistributedDataParallel(self.discs)
+            if self.latent_pitch is not None:
+                self.latent_pitch_model = DistributedDataParallel(self.latent_pitch)
         self.writer = None
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -135,7 +149,10 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "data": self.gen.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {
+        extra = (
+            {} if self.latent_pitch is None else {"latent_pitch": self.latent_pitch.state_dict()}
+        )
+        return extra | {
             "step": self.step,
             "audio_seconds_seen": self.audio_seconds_seen,
             "config": self.cfg.model_dump(mode="json"),
@@ -153,6 +170,8 @@ class Trainer:
         self.audio_seconds_seen = float(state["audio_seconds_seen"])
         self.codec.load_state_dict(state["codec"])
         self.discs.load_state_dict(state["discs"])
+        if self.latent_pitch is not None:
+            self.latent_pitch.load_state_dict(state["latent_pitch"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])
@@ -214,7 +233,7 @@ class Trainer:
             else nullcontext()
         )
         f0 = voiced = None
-        if self.codec.decoder.head.source is not None:
+        if self.codec.decoder.head.source is not None or self.latent_pitch is not None:
             f0, voiced = estimate_f0(real[:, 0], self.codec.sample_rate, self.codec.hop_length)
         with autocast:
             out = self.g_model(real, f0=f0)
@@ -244,6 +263,10 @@ class Trainer:
             pitch = pitch_loss(out.pitch, f0, voiced)
             loss_g = loss_g + w.pitch * pitch
             logs["loss/pitch"] = float(pitch.detach())
+        if self.latent_pitch_model is not None:
+            encoder_pitch = pitch_loss(self.latent_pitch_model(out.vq.lookup), f0, voiced)
+            loss_g = loss_g + w.encoder_pitch * encoder_pitch
+            logs["loss/encoder_pitch"] = float(encoder_pitch.detach())
         if w.stft:
             stft = self.stft_loss(fake, real)
             loss_g = loss_g + w.stft * stft
@@ -265,7 +288,9 @@ class Trainer:
             )
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for group in self.opt_g.param_groups for p in group["params"]], cfg.grad_clip
+        )
         self.opt_g.step()
         self.sched_g.step()
         usage = codebook_usage(out.vq.codes, self.codec.codebook_size)

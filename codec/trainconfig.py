@@ -20,6 +20,9 @@ class LossWeights(BaseModel):
     envelope: float = 0.0
     # F0 and voicing of the harmonic source (models with decoder.excitation "harmonic" only).
     pitch: float = 10.0
+    # The same pitch loss on a linear read-out of the VQ's lookup vectors
+    # (losses.LatentPitchHead, training only), so the encoder is taught pitch directly; 0: off.
+    encoder_pitch: float = 0.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     # WavTokenizer weighs the commitment loss at 1000.
@@ -54,7 +57,8 @@ class TrainConfig(BaseModel):
     lr_discriminator: float = 2e-4
     lr_warmup_steps: int = 200
     # Generator learning-rate multipliers by parameter-name prefix, e.g. {"encoder.spectral.": 10}
-    # lets a part added to a trained model (starting from zero) catch up with the rest.
+    # lets a part added to a trained model (starting from zero) catch up with the rest; the
+    # encoder pitch loss's head is named "latent_pitch.".
     lr_scale: dict[str, float] = Field(default_factory=dict)
     min_lr_ratio: float = 0.1
     betas: tuple[float, float] = (0.8, 0.99)

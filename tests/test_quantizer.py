@@ -120,6 +120,19 @@ def test_training_output():
     assert latents.grad is not None and latents.grad.abs().sum() > 0
 
 
+def test_lookup_vectors_are_what_the_codebook_matches():
+    torch.manual_seed(0)
+    cfg = QuantizerConfig(codebook_size=8, codebook_dim=2, kmeans_iters=5, pre_norm=True)
+    q = Quantizer(cfg, DIM).train()
+    q(torch.randn(2, DIM, 64))  # k-means init
+    q.eval()
+    out = q(torch.randn(3, DIM, 9))
+    assert out.lookup.shape == (3, 2, 9)
+    embed = q.vq._codebook.embed  # (codebook_size, codebook_dim)
+    distances = torch.cdist(out.lookup.transpose(1, 2), embed[None].expand(3, -1, -1))
+    assert torch.equal(distances.argmin(-1), out.codes)
+
+
 def test_encode_decode_shapes():
     q = make_quantizer(size=4).train()
     q(clusters(CENTRES)[0])

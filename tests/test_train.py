@@ -13,6 +13,7 @@ import torch
 from codec.checkpoint import list_checkpoints, load_checkpoint
 from codec.config import CodecConfig
 from codec.data import prepare
+from codec.model import Codec
 from codec.train import Trainer, export
 from codec.trainconfig import TrainConfig
 
@@ -226,6 +227,46 @@ def test_harmonic_source_trains_on_estimated_pitch(prepared, tmp_path):
     logs = [trainer.train_step() for _ in range(2)]
     assert all(math.isfinite(entry["loss/pitch"]) and entry["loss/pitch"] > 0 for entry in logs)
     assert not torch.equal(before, source.pitch.weight)
+
+
+def test_encoder_pitch_head_teaches_the_encoder_and_resumes(prepared, tmp_path):
+    data = _cfg().model_dump()
+    # The encoder pitch loss alone, so any change to the codec comes from it.
+    data["losses"].update(mel=0.0, stft=0.0, commitment=0.0, encoder_pitch=1.0)
+    data.update(
+        warmup_steps=10, weight_decay=0.0, checkpoint_every=2, lr_scale={"latent_pitch.": 10.0}
+    )
+    cfg = TrainConfig.model_validate(data)
+    trainer = Trainer(cfg, [prepared], tmp_path / "ep", "cpu")
+    assert trainer.latent_pitch is not None
+    head = {id(p) for p in trainer.latent_pitch.parameters()}
+    (head_group,) = [g for g in trainer.opt_g.param_groups if id(g["params"][0]) in head]
+    assert {id(p) for p in head_group["params"]} == head
+    assert head_group["initial_lr"] == pytest.approx(10 * cfg.lr_generator)
+    encoder_before = [p.detach().clone() for p in trainer.codec.encoder.parameters()]
+    decoder_before = [p.detach().clone() for p in trainer.codec.decoder.parameters()]
+    logs = [trainer.train_step() for _ in range(2)]
+    assert all(math.isfinite(e["loss/encoder_pitch"]) and e["loss/encoder_pitch"] > 0 for e in logs)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(encoder_before, trainer.codec.encoder.parameters(), strict=True)
+    )
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(decoder_before, trainer.codec.decoder.parameters(), strict=True)
+    )
+    trainer.save()
+    resumed = Trainer(cfg, [prepared], tmp_path / "ep", "cpu")
+    assert resumed.resume_if_possible()
+    for a, b in zip(
+        trainer.latent_pitch.parameters(), resumed.latent_pitch.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+    # The head is a training aid: exported models do not carry it.
+    export(tmp_path / "ep", tmp_path / "exported")
+    assert not any(
+        "latent_pitch" in k for k in Codec.from_pretrained(tmp_path / "exported").state_dict()
+    )
 
 
 def test_envelope_loss_trains_and_needs_long_enough_segments(prepared, tmp_path):
