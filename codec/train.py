@@ -356,6 +356,11 @@ class Trainer:
                         if "loss/adversarial" in logs
                         else ""
                     )
+                    + "".join(
+                        f" {key} {logs['loss/' + key]:.3f}"
+                        for key in ("pitch", "encoder_pitch")
+                        if "loss/" + key in logs
+                    )
                     + f" codes {logs['codebook/codes_used_in_batch']} restarted {logs['codebook/dead_codes_restarted']}"
                     f" | {rate:.1f} audio-s/s, {time.time() - last:.1f}s, ETA {eta / 60:.0f} min"
                 )
