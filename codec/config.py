@@ -93,6 +93,10 @@ class DecoderConfig(_Strict):
     # "harmonic" adds a pulse train at a predicted F0 with a running pitch phase (see
     # codec/excitation.py), trained against F0 estimated from the input; causal models only.
     excitation: Literal["none", "harmonic"] = "none"
+    # Token frames after its own that each output frame may read (causal models only): the
+    # decoder's input layer also sees frames f+1..f+lookahead, which adds lookahead frames of
+    # streaming latency (13.3 ms each at 75 Hz). 0 keeps decoding strictly causal.
+    lookahead: int = Field(0, ge=0, le=4)
 
 
 class CodecConfig(_Strict):
@@ -117,6 +121,8 @@ class CodecConfig(_Strict):
             raise ValueError("decoder.phase 'increment' needs a causal model")
         if not 0 <= self.encoder.spectral_bins <= 2 * self.hop_length:
             raise ValueError("encoder.spectral_bins must lie in [0, 2 * hop_length]")
+        if self.decoder.lookahead and not self.causal:
+            raise ValueError("decoder.lookahead needs a causal model (the others see ahead)")
         if self.decoder.excitation != "none" and not self.causal:
             raise ValueError("decoder.excitation 'harmonic' needs a causal model")
         return self

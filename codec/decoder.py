@@ -31,6 +31,14 @@ class Decoder(nn.Module):
         super().__init__()
         self.embed = PaddedConv1d(latent_dim, cfg.dim, cfg.kernel_size, causal)
         self.embed_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.lookahead = cfg.lookahead
+        # Frames f+1..f+lookahead enter beside the causal embedding; built as zero so that a
+        # lookahead added to a trained causal decoder starts as a no-op.
+        self.embed_future = (
+            nn.Conv1d(latent_dim, cfg.dim, cfg.lookahead, bias=False) if cfg.lookahead else None
+        )
+        if self.embed_future is not None:
+            nn.init.zeros_(self.embed_future.weight)
         layers: list[nn.Module] = []
         for i in range(cfg.num_layers):
             layers.append(ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, cfg.kernel_size, causal))
@@ -67,7 +75,12 @@ class Decoder(nn.Module):
         mask = None if frame_lengths is None else frame_mask(frame_lengths, latents.shape[-1])
         if mask is not None:
             latents = latents * mask
-        x = self._norm(self.embed_norm, self.embed(latents))
+        x = self.embed(latents)
+        if self.embed_future is not None:
+            # Past the end (or an item's length, masked above) the future is zero.
+            future = nn.functional.pad(latents[..., 1:], (0, self.lookahead))
+            x = x + self.embed_future(future)
+        x = self._norm(self.embed_norm, x)
         if mask is not None:
             x = x * mask
         for layer in self.layers:
@@ -81,8 +94,36 @@ class Decoder(nn.Module):
         return audio, self.head.source.predict(x)
 
     def stream(self, latents: torch.Tensor, state: DecoderStreamState) -> torch.Tensor:
-        """(B, D, f) new latents -> (B, f * hop) final samples (causal models only)."""
-        x = self._norm(self.embed_norm, self.embed.stream(latents, state.of("embed")))
+        """(B, D, f) new latents -> (B, f' * hop) final samples (causal models only).
+
+        f' = f, except that with a lookahead the last `lookahead` frames received wait for
+        their future (`stream_flush` ends the stream with a zero future, as offline decoding).
+        """
+        if self.embed_future is None:
+            x = self.embed.stream(latents, state.of("embed"))
+            return self._stream_embedded(x, state)
+        held = state.of("lookahead")
+        frames = latents if "held" not in held else torch.cat([held["held"], latents], -1)
+        ready = max(0, frames.shape[-1] - self.lookahead)
+        held["held"] = frames[..., ready:]
+        if ready == 0:
+            return latents.new_zeros(latents.shape[0], 0)
+        x = self.embed.stream(frames[..., :ready], state.of("embed"))
+        x = x + self.embed_future(frames[..., 1 : ready + self.lookahead])
+        return self._stream_embedded(x, state)
+
+    def stream_flush(self, state: DecoderStreamState) -> torch.Tensor | None:
+        """(B, held * hop) samples of the frames still waiting for their lookahead, decoded
+        with a zero future as offline decoding does; None when nothing waits."""
+        held = state.of("lookahead").get("held")
+        if held is None or held.shape[-1] == 0:
+            return None
+        audio = self.stream(held.new_zeros(*held.shape[:2], self.lookahead), state)
+        state.of("lookahead").pop("held")
+        return audio
+
+    def _stream_embedded(self, x: torch.Tensor, state: DecoderStreamState) -> torch.Tensor:
+        x = self._norm(self.embed_norm, x)
         for i, layer in enumerate(self.layers):
             x = layer.stream(x, state.of(f"layer{i}"))
         return self.head.stream(self._norm(self.final_norm, x), state.of("head"))

@@ -3,7 +3,8 @@
 `StreamingEncoder.push` takes (B, t) or (B, 1, t) samples of any chunk size and returns the
 (B, f) token ids that became final; `flush` zero-pads to a whole hop, exactly as offline
 `encode` does, so the concatenated output equals `Codec.encode`. `StreamingDecoder.push` takes
-(B, f) ids and returns (B, f * hop) samples equal to `Codec.decode`'s. Work per call is
+(B, f) ids and returns the samples that became final (all f * hop of them
+unless the decoder has a lookahead; `flush` returns the rest), equal to `Codec.decode`'s. Work per call is
 proportional to the chunk: convolutions keep only their left context, attention a bounded
 window of past frames, the LSTM its (h, c) and the inverse STFT its overlap-add tail.
 """
@@ -92,7 +93,8 @@ class StreamingEncoder:
 
 
 class StreamingDecoder:
-    """Token ids in, final samples out: each id yields `hop` samples at once."""
+    """Token ids in, final samples out: each id yields `hop` samples, at once or, with a
+    decoder lookahead of L frames, once L more ids (or `flush`) have arrived."""
 
     def __init__(self, codec, batch_size: int = 1) -> None:
         _require_causal(codec)
@@ -102,12 +104,14 @@ class StreamingDecoder:
 
     @property
     def latency_ms(self) -> float:
-        """Algorithmic latency added by decoding: none, a frame's samples are final at once."""
-        return 0.0
+        """Algorithmic latency added by decoding: the decoder's lookahead frames (none for a
+        strictly causal decoder, whose frames' samples are final at once)."""
+        frame_ms = 1000.0 * self.codec.hop_length / self.codec.sample_rate
+        return self.codec.config.decoder.lookahead * frame_ms
 
     @torch.inference_mode()
     def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, f) token ids -> (B, f * hop) float samples."""
+        """(B, f) token ids -> (B, f' * hop) float samples; f' = f without a lookahead."""
         if self.state.finished:
             raise RuntimeError("stream already flushed; start a new one")
         if codes.dim() == 1:
@@ -121,7 +125,14 @@ class StreamingDecoder:
         self.state.frames_in += codes.shape[-1]
         return self.codec.decoder.stream(latents, self.state.network)
 
+    @torch.inference_mode()
     def flush(self) -> torch.Tensor:
-        """Nothing is held back in a causal decoder; returns (B, 0) and ends the stream."""
+        """(B, held * hop) samples of the frames a decoder with lookahead still holds (none
+        without one); the stream then ends."""
+        if self.state.finished:
+            raise RuntimeError("stream already flushed; start a new one")
         self.state.finished = True
-        return torch.zeros(self.batch_size, 0, device=self.codec.device)
+        audio = self.codec.decoder.stream_flush(self.state.network)
+        if audio is None:
+            return torch.zeros(self.batch_size, 0, device=self.codec.device)
+        return audio

@@ -16,6 +16,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -52,9 +53,16 @@ def _lr_lambda(cfg: TrainConfig):
     return fn
 
 
-def _growth(source: CodecConfig, target: CodecConfig) -> tuple[int, bool] | None:
-    """How `target` grows `source`: (ConvNeXt blocks appended to the decoder, whether a spectral
-    branch is added to the encoder), or None if they differ otherwise.
+class Growth(NamedTuple):
+    """What a training model adds to its `--init-from` source; each part starts as a no-op."""
+
+    decoder_blocks: int  # ConvNeXt blocks appended to the decoder
+    spectral_branch: bool  # a spectral branch added to the encoder
+    lookahead: bool  # a decoder lookahead added to a strictly causal decoder
+
+
+def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
+    """How `target` grows `source`, or None if they differ otherwise.
 
     Attention positions must match, and they all lie within the source's blocks (CodecConfig
     checks), so added blocks come after the last attention block and the source's layers keep
@@ -63,9 +71,12 @@ def _growth(source: CodecConfig, target: CodecConfig) -> tuple[int, bool] | None
     a, b = source.model_dump(exclude={"name"}), target.model_dump(exclude={"name"})
     a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
     a_bins, b_bins = a["encoder"].pop("spectral_bins"), b["encoder"].pop("spectral_bins")
+    a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
     if a != b or b_layers < a_layers or (a_bins and a_bins != b_bins):
         return None
-    return b_layers - a_layers, b_bins > 0 and not a_bins
+    if a_ahead and a_ahead != b_ahead:
+        return None
+    return Growth(b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead > 0 and not a_ahead)
 
 
 def _generator_param_groups(
@@ -192,15 +203,15 @@ class Trainer:
     def init_from(self, model: str | Path) -> None:
         """Start from a trained model's weights and codebook (fresh optimisers and schedule):
         how a later session continues the shipped model when its run directory is gone. The
-        training model may also be that model grown: ConvNeXt blocks appended to its decoder
-        and/or a spectral branch added to its encoder, each starting out as a no-op."""
+        training model may also be that model grown: ConvNeXt blocks appended to its decoder,
+        a spectral branch added to its encoder and/or a lookahead given to its decoder, each
+        starting out as a no-op."""
         source = Codec.from_pretrained(model)
         growth = _growth(source.config, self.codec.config)
         if growth is None:
             raise ValueError(f"{model}: its architecture differs from the training config's model")
-        added_blocks, added_branch = growth
         # The configs match but for the grown parts, and `source` loaded its weights strictly,
-        # so the only keys missing here are the added blocks' and branch's.
+        # so the only keys missing here are the added blocks', branch's and lookahead's.
         self.codec.load_state_dict(source.state_dict(), strict=False)
         first_new = len(source.decoder.layers)
         with torch.no_grad():
@@ -208,9 +219,10 @@ class Trainer:
                 # A zero layer scale makes each added block the identity: the grown model starts
                 # out computing exactly what the source does.
                 block.gamma.zero_()
-        # A new SpectralBranch needs nothing here: its output projection is built as zero.
-        grown = [f"+{added_blocks} decoder blocks"] if added_blocks else []
-        grown += ["+spectral branch"] if added_branch else []
+        # A new SpectralBranch or lookahead needs nothing here: each is built to output zero.
+        grown = [f"+{growth.decoder_blocks} decoder blocks"] if growth.decoder_blocks else []
+        grown += ["+spectral branch"] if growth.spectral_branch else []
+        grown += ["+decoder lookahead"] if growth.lookahead else []
         self.log(
             f"initialised from {model}"
             + (f" ({', '.join(grown)}, no-ops at start)" if grown else "")

@@ -93,13 +93,16 @@ async def decode_chunks(
     decoder = runner.codec.streaming_decoder()
     seconds = runner.metrics.audio_seconds.labels(runner.name, "decode", "http_stream")
 
-    def step(part: torch.Tensor) -> np.ndarray:
+    def step(part: torch.Tensor | None) -> np.ndarray:
         with runner.precision():
-            return decoder.push(part[None])[0].float().cpu().numpy()
+            # None ends the stream: a decoder with lookahead still holds its last frames.
+            audio = decoder.flush() if part is None else decoder.push(part[None])
+            return audio[0].float().cpu().numpy()
 
     sent = 0
-    for start in range(0, codes.shape[-1], chunk):
-        audio = await loop.run_in_executor(executor, step, codes[start : start + chunk])
+    parts = [codes[start : start + chunk] for start in range(0, codes.shape[-1], chunk)]
+    for part in [*parts, None]:
+        audio = await loop.run_in_executor(executor, step, part)
         audio = audio[: num_samples - sent]
         sent += audio.shape[-1]
         seconds.inc(audio.shape[-1] / runner.codec.sample_rate)
@@ -168,8 +171,11 @@ class _Session:
         if self.rest:
             raise StreamError(CLOSE_INVALID_DATA, f"{len(self.rest)} stray bytes at the end")
         if self.op == "decode":
-            self.state.flush()
-            return b""
+            # A decoder with lookahead holds its last frames until the stream ends.
+            with self.runner.precision():
+                audio = self.state.flush()[0].float().cpu().numpy()
+            self.samples += audio.shape[-1]
+            return pcm_bytes(audio, self.fmt)
         codes = self.state.flush()[0]
         self.frames += codes.shape[-1]
         return codes.cpu().numpy().astype("<u2").tobytes()
@@ -242,7 +248,7 @@ async def _run(ws: WebSocket, op: str, registry: ModelRegistry, settings: Settin
     runner, fmt = _parse_start(first.get("text"), registry)
     session = _Session(runner, op, fmt)
     codec = runner.codec
-    latency = session.state.latency_ms if op == "encode" else 0.0
+    latency = session.state.latency_ms
     await ws.send_json(
         {
             "type": "ready",

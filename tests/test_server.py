@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import threading
 import time
 
@@ -267,3 +268,28 @@ def test_ws_abandoned_stream_is_released(server):
     assert all(s.value == 0 for s in metric_samples(base, "wavtok_active_streams"))
     outcomes = {s.labels["outcome"] for s in metric_samples(base, "wavtok_streams_total")}
     assert "disconnected" in outcomes
+
+
+def test_decoder_lookahead_model_streams_everything(tmp_path):
+    """A decoder with lookahead holds its last frames until the end; both streamed paths
+    deliver them and equal the offline decode."""
+    from conftest import lookahead_codec
+
+    model = lookahead_codec(2)
+    model.save_pretrained(tmp_path / "ahead")
+    settings = Settings(
+        _env_file=None, default_model=str(tmp_path / "ahead"), stream_chunk_frames=4
+    )
+    codes = np.random.default_rng(3).integers(0, model.codebook_size, 23)
+    ref = library_audio(model, codes)
+    with serve_in_thread(settings) as (base, _), WavtokClient(base, trust_env=False) as client:
+        with connect(base.replace("http", "ws") + "/v1/stream/decode") as ws:
+            ws.send('{"type": "start", "format": "f32"}')
+            ready = json.loads(ws.recv())
+        assert ready["latency_ms"] == pytest.approx(2 * 1000 * 320 / SR)
+        chunks = [codes[i : i + 3] for i in range(0, len(codes), 3)]
+        streamed = client.stream_decode(chunks, format="f32")
+        assert streamed.shape == ref.shape and np.abs(streamed - ref).max() < 1e-5
+        body = b"".join(client.decode_stream(codes.tolist(), format="f32"))
+        http = np.frombuffer(body, "<f4")
+        assert http.shape == ref.shape and np.abs(http - ref).max() < 1e-5

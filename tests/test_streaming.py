@@ -2,9 +2,10 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import speechlike
+from conftest import assert_same_audio, lookahead_codec, speechlike
 
 from codec import Codec
+from codec.config import CodecConfig
 
 
 def chunk_sizes(total: int, high: int, seed: int, singles: int = 0) -> list[int]:
@@ -82,9 +83,67 @@ def test_streamed_decode_matches_offline(request: pytest.FixtureRequest, name: s
         out.append(piece)
         pos += n
     out.append(dec.flush())
-    streamed = torch.cat(out, dim=-1)
-    assert streamed.shape == offline[:, 0].shape
-    assert (streamed - offline[:, 0]).abs().max() <= 1e-4
+    assert_same_audio(torch.cat(out, dim=-1), offline[:, 0], tiny_causal)
+
+
+@pytest.mark.parametrize("lookahead", [1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_decode_with_lookahead_matches_offline(lookahead: int, seed: int):
+    model = lookahead_codec(lookahead, seed)
+    hop = model.hop_length
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, model.codebook_size, (1, 41), generator=gen)
+    offline, _ = model.decode(codes)
+    dec = model.streaming_decoder()
+    assert dec.latency_ms == pytest.approx(lookahead * 1000 * hop / 24000)
+    out, pos = [], 0
+    for n in chunk_sizes(codes.shape[-1], 7, seed, singles=3):
+        piece = dec.push(codes[:, pos : pos + n])
+        pos += n
+        out.append(piece)
+        # A frame's samples come out once `lookahead` later codes have arrived.
+        assert sum(p.shape[-1] for p in out) == max(0, pos - lookahead) * hop
+    out.append(dec.flush())
+    assert_same_audio(torch.cat(out, dim=-1), offline[:, 0], model)
+    with pytest.raises(RuntimeError, match="flushed"):
+        dec.flush()
+
+
+def test_lookahead_reads_exactly_the_next_codes(tiny_causal_lookahead: Codec):
+    model, hop = tiny_causal_lookahead, tiny_causal_lookahead.hop_length
+    gen = torch.Generator().manual_seed(5)
+    codes = torch.randint(0, model.codebook_size, (1, 20), generator=gen)
+    base = model.decode(codes)[0][0, 0]
+    frame = 10
+    for later, should_change in ((1, True), (2, True), (3, False)):
+        changed = codes.clone()
+        changed[0, frame + later] = (changed[0, frame + later] + 1) % model.codebook_size
+        audio = model.decode(changed)[0][0, 0]
+        moved = not torch.allclose(audio[: (frame + 1) * hop], base[: (frame + 1) * hop])
+        assert moved == should_change, later
+
+
+def test_zero_lookahead_weights_decode_as_causal(tiny_causal_lookahead: Codec):
+    data = tiny_causal_lookahead.config.model_dump()
+    data["decoder"]["lookahead"] = 0
+    causal = Codec.from_config(CodecConfig.model_validate(data))
+    state = {k: v for k, v in tiny_causal_lookahead.state_dict().items() if "embed_future" not in k}
+    causal.load_state_dict(state)
+    causal.eval()
+    fresh = Codec.from_config(tiny_causal_lookahead.config)  # embed_future built as zero
+    fresh.load_state_dict(state, strict=False)
+    fresh.eval()
+    codes = torch.randint(
+        0, causal.codebook_size, (2, 15), generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(fresh.decode(codes)[0], causal.decode(codes)[0])
+
+
+def test_lookahead_needs_a_causal_model():
+    data = CodecConfig.named("wavtok-tiny").model_dump()
+    data["decoder"]["lookahead"] = 1
+    with pytest.raises(ValueError, match="lookahead needs a causal model"):
+        CodecConfig.model_validate(data)
 
 
 def test_stream_encode_then_decode_batch_of_two(tiny_causal: Codec):

@@ -172,6 +172,30 @@ def test_init_from_adds_a_spectral_branch_as_a_no_op(prepared, tmp_path):
         Trainer(cfg, [prepared], tmp_path / "back", "cpu").init_from(tmp_path / "spectral")
 
 
+def test_init_from_adds_a_decoder_lookahead_as_a_no_op(prepared, tmp_path):
+    """A decoder grown with a lookahead decodes as the strictly causal source until it trains."""
+    cfg = _cfg()
+    source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    source.codec.save_pretrained(tmp_path / "src")
+    plain = source.codec.config
+    ahead = plain.model_copy(update={"decoder": plain.decoder.model_copy(update={"lookahead": 1})})
+    grown = Trainer(cfg.model_copy(update={"model": ahead}), [prepared], tmp_path / "g", "cpu")
+    grown.init_from(tmp_path / "src")
+    codes = torch.randint(0, plain.quantizer.codebook_size, (2, 12))
+    src = source.codec.eval()
+    assert torch.equal(grown.codec.eval().decode(codes)[0], src.decode(codes)[0])
+    # Dropping or changing a trained lookahead is refused.
+    grown.codec.save_pretrained(tmp_path / "ahead")
+    for other in (0, 2):
+        changed = ahead.model_copy(
+            update={"decoder": ahead.decoder.model_copy(update={"lookahead": other})}
+        )
+        with pytest.raises(ValueError, match="architecture differs"):
+            Trainer(
+                cfg.model_copy(update={"model": changed}), [prepared], tmp_path / f"x{other}", "cpu"
+            ).init_from(tmp_path / "ahead")
+
+
 def test_lr_scale_sets_group_learning_rates(prepared, tmp_path):
     cfg = _cfg().model_copy(update={"lr_scale": {"decoder.head.": 5.0}})
     trainer = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
