@@ -14,9 +14,12 @@ from codec.layers import ConvNeXtBlock, ISTFTHead, LocalAttentionBlock, PaddedCo
 
 @dataclass
 class DecoderStreamState:
-    """Per-block state of a streaming decoder, keyed by block name ("embed", "block3", "head")."""
+    """Per-block state of a streaming decoder, keyed by block name ("embed", "layer3", "head"),
+    plus the latents a decoder with lookahead holds back."""
 
     blocks: dict[str, dict] = field(default_factory=dict)
+    # With a lookahead: the last received latents (B, D, <= lookahead), waiting for their future.
+    held: torch.Tensor | None = None
 
     def of(self, name: str) -> dict:
         return self.blocks.setdefault(name, {})
@@ -102,10 +105,9 @@ class Decoder(nn.Module):
         if self.embed_future is None:
             x = self.embed.stream(latents, state.of("embed"))
             return self._stream_embedded(x, state)
-        held = state.of("lookahead")
-        frames = latents if "held" not in held else torch.cat([held["held"], latents], -1)
+        frames = latents if state.held is None else torch.cat([state.held, latents], -1)
         ready = max(0, frames.shape[-1] - self.lookahead)
-        held["held"] = frames[..., ready:]
+        state.held = frames[..., ready:]
         if ready == 0:
             return latents.new_zeros(latents.shape[0], 0)
         x = self.embed.stream(frames[..., :ready], state.of("embed"))
@@ -115,11 +117,11 @@ class Decoder(nn.Module):
     def stream_flush(self, state: DecoderStreamState) -> torch.Tensor | None:
         """(B, held * hop) samples of the frames still waiting for their lookahead, decoded
         with a zero future as offline decoding does; None when nothing waits."""
-        held = state.of("lookahead").get("held")
+        held = state.held
         if held is None or held.shape[-1] == 0:
             return None
         audio = self.stream(held.new_zeros(*held.shape[:2], self.lookahead), state)
-        state.of("lookahead").pop("held")
+        state.held = None
         return audio
 
     def _stream_embedded(self, x: torch.Tensor, state: DecoderStreamState) -> torch.Tensor:

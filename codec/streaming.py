@@ -3,8 +3,8 @@
 `StreamingEncoder.push` takes (B, t) or (B, 1, t) samples of any chunk size and returns the
 (B, f) token ids that became final; `flush` zero-pads to a whole hop, exactly as offline
 `encode` does, so the concatenated output equals `Codec.encode`. `StreamingDecoder.push` takes
-(B, f) ids and returns the samples that became final (all f * hop of them
-unless the decoder has a lookahead; `flush` returns the rest), equal to `Codec.decode`'s. Work per call is
+(B, f) ids and returns the samples that became final (all f * hop of them unless the decoder has
+a lookahead; its `flush` returns the rest), equal to `Codec.decode`'s. Work per call is
 proportional to the chunk: convolutions keep only their left context, attention a bounded
 window of past frames, the LSTM its (h, c) and the inverse STFT its overlap-add tail.
 """
