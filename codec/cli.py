@@ -279,8 +279,9 @@ def _info_model(target: str) -> None:
             "codebook_size": cfg.quantizer.codebook_size,
             "bitrate_bps": f"{cfg.bitrate:g}",
             "params": f"{params:,}",
-            # Causal models emit a frame's audio once that frame's samples have arrived.
-            "latency_ms": f"{1000 * cfg.hop_length / cfg.sample_rate:.1f}"
+            # Causal models emit a frame's token once its samples have arrived, and its audio
+            # once the decoder's lookahead (0 or more) further tokens have.
+            "latency_ms": f"{1000 * (1 + cfg.decoder.lookahead) * cfg.hop_length / cfg.sample_rate:.1f}"
             if cfg.causal
             else "n/a (offline only)",
         }
