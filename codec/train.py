@@ -58,7 +58,7 @@ class Growth(NamedTuple):
 
     decoder_blocks: int  # ConvNeXt blocks appended to the decoder
     spectral_branch: bool  # a spectral branch added to the encoder
-    lookahead: bool  # a decoder lookahead added to a strictly causal decoder
+    lookahead_frames: int  # future frames added to the decoder's lookahead
 
 
 def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
@@ -74,9 +74,9 @@ def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
     a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
     if a != b or b_layers < a_layers or (a_bins and a_bins != b_bins):
         return None
-    if a_ahead and a_ahead != b_ahead:
+    if b_ahead < a_ahead:
         return None
-    return Growth(b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead > 0 and not a_ahead)
+    return Growth(b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead - a_ahead)
 
 
 def _generator_param_groups(
@@ -212,9 +212,15 @@ class Trainer:
             raise ValueError(f"{model}: its architecture differs from the training config's model")
         # The configs match but for the grown parts, and `source` loaded its weights strictly,
         # so the only keys missing here are the added blocks', branch's and lookahead's.
-        self.codec.load_state_dict(source.state_dict(), strict=False)
+        weights = source.state_dict()
+        future = weights.pop("decoder.embed_future.weight", None)
+        self.codec.load_state_dict(weights, strict=False)
         first_new = len(source.decoder.layers)
         with torch.no_grad():
+            if future is not None:
+                # Tap k reads frame f + 1 + k: the source's taps keep their frames and the
+                # added, farther ones start at zero.
+                self.codec.decoder.embed_future.weight[..., : future.shape[-1]].copy_(future)
             for block in self.codec.decoder.layers[first_new:]:
                 # A zero layer scale makes each added block the identity: the grown model starts
                 # out computing exactly what the source does.
@@ -222,7 +228,8 @@ class Trainer:
         # A new SpectralBranch or lookahead needs nothing here: each is built to output zero.
         grown = [f"+{growth.decoder_blocks} decoder blocks"] if growth.decoder_blocks else []
         grown += ["+spectral branch"] if growth.spectral_branch else []
-        grown += ["+decoder lookahead"] if growth.lookahead else []
+        if growth.lookahead_frames:
+            grown.append(f"+{growth.lookahead_frames} decoder lookahead frames")
         self.log(
             f"initialised from {model}"
             + (f" ({', '.join(grown)}, no-ops at start)" if grown else "")
