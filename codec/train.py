@@ -16,7 +16,6 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -24,9 +23,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from codec.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from codec.config import CodecConfig
 from codec.data import Augment, SegmentDataset
 from codec.discriminators import Discriminators
+from codec.growth import grow_from
 from codec.losses import (
     BandEnvelopeLoss,
     LatentPitchHead,
@@ -51,32 +50,6 @@ def _lr_lambda(cfg: TrainConfig):
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return fn
-
-
-class Growth(NamedTuple):
-    """What a training model adds to its `--init-from` source; each part starts as a no-op."""
-
-    decoder_blocks: int  # ConvNeXt blocks appended to the decoder
-    spectral_branch: bool  # a spectral branch added to the encoder
-    lookahead_frames: int  # future frames added to the decoder's lookahead
-
-
-def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
-    """How `target` grows `source`, or None if they differ otherwise.
-
-    Attention positions must match, and they all lie within the source's blocks (CodecConfig
-    checks), so added blocks come after the last attention block and the source's layers keep
-    their positions (and their weights' names) in the grown decoder.
-    """
-    a, b = source.model_dump(exclude={"name"}), target.model_dump(exclude={"name"})
-    a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
-    a_bins, b_bins = a["encoder"].pop("spectral_bins"), b["encoder"].pop("spectral_bins")
-    a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
-    if a != b or b_layers < a_layers or (a_bins and a_bins != b_bins):
-        return None
-    if b_ahead < a_ahead:
-        return None
-    return Growth(b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead - a_ahead)
 
 
 def _generator_param_groups(
@@ -206,34 +179,10 @@ class Trainer:
         training model may also be that model grown: ConvNeXt blocks appended to its decoder,
         a spectral branch added to its encoder and/or a lookahead given to its decoder, each
         starting out as a no-op."""
-        source = Codec.from_pretrained(model)
-        growth = _growth(source.config, self.codec.config)
+        growth = grow_from(self.codec, Codec.from_pretrained(model))
         if growth is None:
             raise ValueError(f"{model}: its architecture differs from the training config's model")
-        # The configs match but for the grown parts, and `source` loaded its weights strictly,
-        # so the only keys missing here are the added blocks', branch's and lookahead's.
-        weights = source.state_dict()
-        future = weights.pop("decoder.embed_future.weight", None)
-        self.codec.load_state_dict(weights, strict=False)
-        first_new = len(source.decoder.layers)
-        with torch.no_grad():
-            if future is not None:
-                # Tap k reads frame f + 1 + k: the source's taps keep their frames and the
-                # added, farther ones start at zero.
-                self.codec.decoder.embed_future.weight[..., : future.shape[-1]].copy_(future)
-            for block in self.codec.decoder.layers[first_new:]:
-                # A zero layer scale makes each added block the identity: the grown model starts
-                # out computing exactly what the source does.
-                block.gamma.zero_()
-        # A new SpectralBranch or lookahead needs nothing here: each is built to output zero.
-        grown = [f"+{growth.decoder_blocks} decoder blocks"] if growth.decoder_blocks else []
-        grown += ["+spectral branch"] if growth.spectral_branch else []
-        if growth.lookahead_frames:
-            grown.append(f"+{growth.lookahead_frames} decoder lookahead frames")
-        self.log(
-            f"initialised from {model}"
-            + (f" ({', '.join(grown)}, no-ops at start)" if grown else "")
-        )
+        self.log(f"initialised from {model}{growth.describe()}")
 
     def save(self) -> Path | None:
         if self.rank != 0:

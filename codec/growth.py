@@ -1,0 +1,74 @@
+"""Growing a trained codec into a larger architecture (`wavtok train --init-from`).
+
+A training model may be its source with ConvNeXt blocks appended to the decoder, a spectral
+branch added to the encoder and/or a longer decoder lookahead. Every added part starts as a
+no-op, so the grown model begins by computing exactly what the source does and training only
+has to learn what the new part adds.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from codec.config import CodecConfig
+from codec.model import Codec
+
+
+class Growth(NamedTuple):
+    """What a training model adds to its `--init-from` source; each part starts as a no-op."""
+
+    decoder_blocks: int  # ConvNeXt blocks appended to the decoder
+    spectral_branch: bool  # a spectral branch added to the encoder
+    lookahead_frames: int  # future frames added to the decoder's lookahead
+
+    def describe(self) -> str:
+        """For the log line: e.g. " (+2 decoder blocks, no-ops at start)"; "" if nothing grew."""
+        parts = [f"+{self.decoder_blocks} decoder blocks"] if self.decoder_blocks else []
+        parts += ["+spectral branch"] if self.spectral_branch else []
+        if self.lookahead_frames:
+            parts.append(f"+{self.lookahead_frames} decoder lookahead frames")
+        return f" ({', '.join(parts)}, no-ops at start)" if parts else ""
+
+
+def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
+    """How `target` grows `source`, or None if they differ otherwise.
+
+    Attention positions must match, and they all lie within the source's blocks (CodecConfig
+    checks), so added blocks come after the last attention block and the source's layers keep
+    their positions (and their weights' names) in the grown decoder.
+    """
+    a, b = source.model_dump(exclude={"name"}), target.model_dump(exclude={"name"})
+    a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
+    a_bins, b_bins = a["encoder"].pop("spectral_bins"), b["encoder"].pop("spectral_bins")
+    a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
+    if a != b or b_layers < a_layers or (a_bins and a_bins != b_bins):
+        return None
+    if b_ahead < a_ahead:
+        return None
+    return Growth(b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead - a_ahead)
+
+
+def grow_from(codec: Codec, source: Codec) -> Growth | None:
+    """Load `source`'s weights and codebook into `codec`, a grown copy of its architecture, with
+    every added part a no-op; None (and nothing loaded) if `codec` is not such a copy."""
+    growth = _growth(source.config, codec.config)
+    if growth is None:
+        return None
+    # The configs match but for the grown parts, and `source` loaded its weights strictly,
+    # so the only keys missing here are the added blocks', branch's and lookahead's.
+    weights = source.state_dict()
+    future = weights.pop("decoder.embed_future.weight", None)
+    codec.load_state_dict(weights, strict=False)
+    with torch.no_grad():
+        if future is not None:
+            # Tap k reads frame f + 1 + k: the source's taps keep their frames and the added,
+            # farther ones start at zero.
+            codec.decoder.embed_future.weight.zero_()
+            codec.decoder.embed_future.weight[..., : future.shape[-1]].copy_(future)
+        for block in codec.decoder.layers[len(source.decoder.layers) :]:
+            # A zero layer scale makes each added block the identity.
+            block.gamma.zero_()
+    # A new SpectralBranch or lookahead needs nothing more: each is built to output zero.
+    return growth
