@@ -281,7 +281,7 @@ def _info_model(target: str) -> None:
             "params": f"{params:,}",
             # Causal models emit a frame's token once its samples have arrived, and its audio
             # once the decoder's lookahead (0 or more) further tokens have.
-            "latency_ms": f"{1000 * (1 + cfg.decoder.lookahead) * cfg.hop_length / cfg.sample_rate:.1f}"
+            "latency_ms": f"{(1 + cfg.decoder.lookahead) * cfg.frame_ms:.1f}"
             if cfg.causal
             else "n/a (offline only)",
         }

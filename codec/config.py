@@ -138,6 +138,11 @@ class CodecConfig(_Strict):
         return self.sample_rate / self.hop_length
 
     @property
+    def frame_ms(self) -> float:
+        """Milliseconds of audio per token frame (13.3 at 75 Hz): the unit of streaming latency."""
+        return 1000.0 * self.hop_length / self.sample_rate
+
+    @property
     def bits_per_code(self) -> int:
         return max(1, math.ceil(math.log2(self.quantizer.codebook_size)))
 

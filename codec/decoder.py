@@ -118,7 +118,7 @@ class Decoder(nn.Module):
         """(B, held * hop) samples of the frames still waiting for their lookahead, decoded
         with a zero future as offline decoding does; None when nothing waits."""
         held = state.held
-        if held is None or held.shape[-1] == 0:
+        if held is None:
             return None
         audio = self.stream(held.new_zeros(*held.shape[:2], self.lookahead), state)
         state.held = None

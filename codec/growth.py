@@ -43,9 +43,7 @@ def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
     a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
     a_bins, b_bins = a["encoder"].pop("spectral_bins"), b["encoder"].pop("spectral_bins")
     a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
-    if a != b or b_layers < a_layers or (a_bins and a_bins != b_bins):
-        return None
-    if b_ahead < a_ahead:
+    if a != b or b_layers < a_layers or b_ahead < a_ahead or (a_bins and a_bins != b_bins):
         return None
     return Growth(b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead - a_ahead)
 
@@ -64,8 +62,7 @@ def grow_from(codec: Codec, source: Codec) -> Growth | None:
     with torch.no_grad():
         if future is not None:
             # Tap k reads frame f + 1 + k: the source's taps keep their frames and the added,
-            # farther ones start at zero.
-            codec.decoder.embed_future.weight.zero_()
+            # farther ones keep the zeros the conv is built with.
             codec.decoder.embed_future.weight[..., : future.shape[-1]].copy_(future)
         for block in codec.decoder.layers[len(source.decoder.layers) :]:
             # A zero layer scale makes each added block the identity.

@@ -6,6 +6,8 @@ Waveforms are (B, 1, T) or (B, T) samples at 24 kHz."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torchaudio
 from torch import nn
@@ -198,7 +200,7 @@ class LatentPitchHead(nn.Module):
         super().__init__()
         self.proj = nn.Conv1d(dim, 2, 1)
         with torch.no_grad():
-            self.proj.bias.copy_(torch.tensor([float(torch.tensor(initial_f0_hz).log()), 0.0]))
+            self.proj.bias.copy_(torch.tensor([math.log(initial_f0_hz), 0.0]))
 
     def forward(self, lookup: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.proj(lookup.float())

@@ -55,7 +55,7 @@ class StreamingEncoder:
     @property
     def latency_ms(self) -> float:
         """Algorithmic latency: the audio of one token frame."""
-        return 1000.0 * self.codec.hop_length / self.codec.sample_rate
+        return self.codec.config.frame_ms
 
     def _as_batch(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.dim() == 1:
@@ -106,8 +106,7 @@ class StreamingDecoder:
     def latency_ms(self) -> float:
         """Algorithmic latency added by decoding: the decoder's lookahead frames (none for a
         strictly causal decoder, whose frames' samples are final at once)."""
-        frame_ms = 1000.0 * self.codec.hop_length / self.codec.sample_rate
-        return self.codec.config.decoder.lookahead * frame_ms
+        return self.codec.config.decoder.lookahead * self.codec.config.frame_ms
 
     @torch.inference_mode()
     def push(self, codes: torch.Tensor) -> torch.Tensor:

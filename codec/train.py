@@ -133,10 +133,7 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "data": self.gen.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        extra = (
-            {} if self.latent_pitch is None else {"latent_pitch": self.latent_pitch.state_dict()}
-        )
-        return extra | {
+        state = {
             "step": self.step,
             "audio_seconds_seen": self.audio_seconds_seen,
             "config": self.cfg.model_dump(mode="json"),
@@ -148,6 +145,9 @@ class Trainer:
             "sched_d": self.sched_d.state_dict(),
             "rng": rng,
         }
+        if self.latent_pitch is not None:
+            state["latent_pitch"] = self.latent_pitch.state_dict()
+        return state
 
     def load_state(self, state: dict) -> None:
         self.step = int(state["step"])
