@@ -363,10 +363,19 @@ def export(run_dir: Path, out: Path, checkpoint: Path | None = None) -> Path:
     return ckpts[-1]
 
 
+def with_total_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
+    """`cfg` run for `steps` in all; a generator-only recipe (warm-up covering the whole run)
+    stays generator-only rather than starting the discriminators at its old length."""
+    update = {"steps": steps}
+    if cfg.warmup_steps >= cfg.steps:
+        update["warmup_steps"] = steps
+    return cfg.model_copy(update=update)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     if args.steps:
-        cfg = cfg.model_copy(update={"steps": args.steps})
+        cfg = with_total_steps(cfg, args.steps)
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -406,7 +415,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", nargs="+", required=True, help="prepared data folders or manifests")
     p.add_argument("--out", required=True, help="run directory (checkpoints, tensorboard)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--steps", type=int, help="override the config's total steps")
+    p.add_argument("--steps", type=int, help="override the config's total steps (a generator-only recipe stays so)")
     p.add_argument("--max-steps", type=int, help="stop after this step in this invocation")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     p.add_argument(

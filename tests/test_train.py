@@ -14,7 +14,7 @@ from codec.checkpoint import list_checkpoints, load_checkpoint
 from codec.config import CodecConfig
 from codec.data import prepare
 from codec.model import Codec
-from codec.train import Trainer, export
+from codec.train import Trainer, export, with_total_steps
 from codec.trainconfig import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,6 +243,15 @@ def test_discriminator_families_subset(prepared, tmp_path):
 def test_shipped_training_configs_load(path: Path):
     cfg = TrainConfig.from_yaml(path)
     assert cfg.codec_config().sample_rate == 24000
+
+
+def test_steps_override_keeps_a_generator_only_recipe_generator_only():
+    generator_only = TrainConfig(steps=3000, warmup_steps=3000)
+    for steps in (2000, 4000):
+        cfg = with_total_steps(generator_only, steps)
+        assert (cfg.steps, cfg.warmup_steps) == (steps, steps)
+    adversarial = with_total_steps(TrainConfig(steps=3000, warmup_steps=500), 4000)
+    assert (adversarial.steps, adversarial.warmup_steps) == (4000, 500)
 
 
 def test_harmonic_source_trains_on_estimated_pitch(prepared, tmp_path):
