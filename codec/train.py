@@ -415,7 +415,11 @@ def register(subparsers) -> None:
     p.add_argument("--data", nargs="+", required=True, help="prepared data folders or manifests")
     p.add_argument("--out", required=True, help="run directory (checkpoints, tensorboard)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--steps", type=int, help="override the config's total steps (a generator-only recipe stays so)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="override the config's total steps (a generator-only recipe stays so)",
+    )
     p.add_argument("--max-steps", type=int, help="stop after this step in this invocation")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     p.add_argument(
