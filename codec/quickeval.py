@@ -15,9 +15,7 @@ def spread_pick(items: list, count: int) -> list:
     """`count` items evenly spaced over `items`, first and last included (all if fewer)."""
     if count >= len(items):
         return list(items)
-    if count == 1:
-        return [items[0]]
-    step = (len(items) - 1) / (count - 1)
+    step = (len(items) - 1) / max(count - 1, 1)
     return [items[round(i * step)] for i in range(count)]
 
 
