@@ -279,11 +279,7 @@ def _info_model(target: str) -> None:
             "codebook_size": cfg.quantizer.codebook_size,
             "bitrate_bps": f"{cfg.bitrate:g}",
             "params": f"{params:,}",
-            # Causal models emit a frame's token once its samples have arrived, and its audio
-            # once the decoder's lookahead (0 or more) further tokens have.
-            "latency_ms": f"{(1 + cfg.decoder.lookahead) * cfg.frame_ms:.1f}"
-            if cfg.causal
-            else "n/a (offline only)",
+            "latency_ms": f"{cfg.streaming_latency_ms:.1f}" if cfg.causal else "n/a (offline only)",
         }
     )
 

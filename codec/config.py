@@ -56,6 +56,11 @@ class EncoderConfig(_Strict):
     # 4-hop windowed spectrum, fine enough to resolve the voice's harmonics, and adds its
     # projection to SEANet's output; 0: no branch. See `SpectralBranch` in codec/encoder.py.
     spectral_bins: int = 0
+    # Latent frames after its own that each frame's latent may read (causal models only): a
+    # conv over frames f+1..f+lookahead is added to SEANet's output before the quantizer, so a
+    # token can anticipate the audio just after its frame. Adds lookahead frames of streaming
+    # latency (13.3 ms each at 75 Hz); 0 keeps encoding strictly causal.
+    lookahead: int = Field(0, ge=0, le=4)
 
 
 class QuantizerConfig(_Strict):
@@ -121,8 +126,9 @@ class CodecConfig(_Strict):
             raise ValueError("decoder.phase 'increment' needs a causal model")
         if not 0 <= self.encoder.spectral_bins <= 2 * self.hop_length:
             raise ValueError("encoder.spectral_bins must lie in [0, 2 * hop_length]")
-        if self.decoder.lookahead and not self.causal:
-            raise ValueError("decoder.lookahead needs a causal model (the others see ahead)")
+        for part in ("encoder", "decoder"):
+            if getattr(self, part).lookahead and not self.causal:
+                raise ValueError(f"{part}.lookahead needs a causal model (the others see ahead)")
         if self.decoder.excitation != "none" and not self.causal:
             raise ValueError("decoder.excitation 'harmonic' needs a causal model")
         return self
@@ -141,6 +147,12 @@ class CodecConfig(_Strict):
     def frame_ms(self) -> float:
         """Milliseconds of audio per token frame (13.3 at 75 Hz): the unit of streaming latency."""
         return 1000.0 * self.hop_length / self.sample_rate
+
+    @property
+    def streaming_latency_ms(self) -> float:
+        """Algorithmic latency of streaming encode plus decode (causal models): a frame's own
+        audio plus the encoder's and the decoder's lookahead frames."""
+        return (1 + self.encoder.lookahead + self.decoder.lookahead) * self.frame_ms
 
     @property
     def bits_per_code(self) -> int:

@@ -3,7 +3,8 @@
 `encodec.modules.SEANetEncoder` builds the layers and owns the weights; this module only walks
 them, either offline (masking padded frames so batched output equals unbatched output) or
 chunk by chunk with explicit state (causal models only). An optional `SpectralBranch` adds
-features from a long-window spectrum to SEANet's output.
+features from a long-window spectrum to SEANet's output, and an optional lookahead lets each
+frame's latent also read the next few frames' (`EncoderConfig.lookahead`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class EncoderStreamState:
     conv_buffers: dict[int, torch.Tensor] = field(default_factory=dict)
     lstm_states: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     branch: SpectralStreamState = field(default_factory=SpectralStreamState)
+    # With a lookahead: the last frames (B, D, <= lookahead), waiting for their future.
+    held: torch.Tensor | None = None
 
 
 def _conv_geometry(sconv: SConv1d) -> tuple[nn.Conv1d, int, int, int]:
@@ -154,6 +157,16 @@ class Encoder(nn.Module):
             if cfg.spectral_bins
             else None
         )
+        self.lookahead = cfg.lookahead
+        # Frames f+1..f+lookahead enter frame f's latent through a conv built as zero, so that a
+        # lookahead added to a trained causal encoder starts as a no-op.
+        self.future = (
+            nn.Conv1d(cfg.dimension, cfg.dimension, cfg.lookahead, bias=False)
+            if cfg.lookahead
+            else None
+        )
+        if self.future is not None:
+            nn.init.zeros_(self.future.weight)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, T) samples -> (B, D, T / hop); frames past `lengths` (in samples) are zeroed."""
@@ -172,6 +185,9 @@ class Encoder(nn.Module):
                 x = _mask(x, cur)
         if self.spectral is not None:
             x = x + self.spectral(wav, cur)
+        if self.future is not None:
+            # Past the end (or an item's length: x is masked there) the future is zero.
+            x = x + self.future(nn.functional.pad(x[..., 1:], (0, self.lookahead)))
         return x
 
     def _offline_layer(
@@ -187,18 +203,43 @@ class Encoder(nn.Module):
         return layer(x)
 
     def stream(self, wav: torch.Tensor, state: EncoderStreamState) -> torch.Tensor:
-        """(B, 1, t) new samples -> (B, D, f) frames that became final; updates `state`."""
+        """(B, 1, t) new samples -> (B, D, f) frames that became final; updates `state`.
+
+        Without a lookahead a frame is final once its last sample has arrived; with one, once
+        `lookahead` more frames have too (`stream_flush` ends the stream with a zero future).
+        """
         if not self.causal:
             raise RuntimeError("streaming needs a causal model")
         counter = iter(range(1_000_000))
         x = wav
         for layer in self.seanet.model:
             x = self._stream_layer(layer, x, state, counter)
-        if self.spectral is None:
+        if self.spectral is not None:
+            # Both paths are causal convolutions whose left padding is kernel - stride, so each
+            # emits a frame exactly when its last sample arrives: after t samples, t // hop.
+            x = x + self.spectral.stream(wav, state.branch)
+        if self.future is None:
             return x
-        # Both paths are causal convolutions whose left padding is kernel - stride, so each
-        # emits a frame exactly when its last sample arrives: after t samples, t // hop frames.
-        return x + self.spectral.stream(wav, state.branch)
+        return self._stream_future(x, state, flush=False)
+
+    def stream_flush(self, state: EncoderStreamState) -> torch.Tensor | None:
+        """(B, D, held) latents of the frames still waiting for their lookahead, computed with a
+        zero future as offline encoding does at the end; None when nothing waits."""
+        if state.held is None:
+            return None
+        return self._stream_future(state.held[..., :0], state, flush=True)
+
+    def _stream_future(
+        self, x: torch.Tensor, state: EncoderStreamState, flush: bool
+    ) -> torch.Tensor:
+        frames = x if state.held is None else torch.cat([state.held, x], -1)
+        ready = frames.shape[-1] if flush else max(0, frames.shape[-1] - self.lookahead)
+        state.held = None if flush else frames[..., ready:]
+        if ready == 0:
+            return frames[..., :0]
+        if flush:
+            frames = nn.functional.pad(frames, (0, self.lookahead))
+        return frames[..., :ready] + self.future(frames[..., 1 : ready + self.lookahead])
 
     def _stream_layer(
         self, layer: nn.Module, x: torch.Tensor, state: EncoderStreamState, counter

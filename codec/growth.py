@@ -1,7 +1,7 @@
 """Growing a trained codec into a larger architecture (`wavtok train --init-from`).
 
 A training model may be its source with ConvNeXt blocks appended to the decoder, a spectral
-branch added to the encoder and/or a longer decoder lookahead. Every added part starts as a
+branch added to the encoder and/or a longer encoder or decoder lookahead. Every added part starts as a
 no-op, so the grown model begins by computing exactly what the source does and training only
 has to learn what the new part adds.
 """
@@ -22,6 +22,7 @@ class Growth(NamedTuple):
     decoder_blocks: int  # ConvNeXt blocks appended to the decoder
     spectral_branch: bool  # a spectral branch added to the encoder
     lookahead_frames: int  # future frames added to the decoder's lookahead
+    encoder_lookahead_frames: int  # future frames added to the encoder's lookahead
 
     def describe(self) -> str:
         """For the log line: e.g. " (+2 decoder blocks, no-ops at start)"; "" if nothing grew."""
@@ -29,6 +30,8 @@ class Growth(NamedTuple):
         parts += ["+spectral branch"] if self.spectral_branch else []
         if self.lookahead_frames:
             parts.append(f"+{self.lookahead_frames} decoder lookahead frames")
+        if self.encoder_lookahead_frames:
+            parts.append(f"+{self.encoder_lookahead_frames} encoder lookahead frames")
         return f" ({', '.join(parts)}, no-ops at start)" if parts else ""
 
 
@@ -43,9 +46,13 @@ def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
     a_layers, b_layers = a["decoder"].pop("num_layers"), b["decoder"].pop("num_layers")
     a_bins, b_bins = a["encoder"].pop("spectral_bins"), b["encoder"].pop("spectral_bins")
     a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
-    if a != b or b_layers < a_layers or b_ahead < a_ahead or (a_bins and a_bins != b_bins):
+    a_enc_ahead, b_enc_ahead = a["encoder"].pop("lookahead"), b["encoder"].pop("lookahead")
+    shrinks = b_layers < a_layers or b_ahead < a_ahead or b_enc_ahead < a_enc_ahead
+    if a != b or shrinks or (a_bins and a_bins != b_bins):
         return None
-    return Growth(b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead - a_ahead)
+    return Growth(
+        b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead - a_ahead, b_enc_ahead - a_enc_ahead
+    )
 
 
 def grow_from(codec: Codec, source: Codec) -> Growth | None:
@@ -57,15 +64,19 @@ def grow_from(codec: Codec, source: Codec) -> Growth | None:
     # The configs match but for the grown parts, and `source` loaded its weights strictly,
     # so the only keys missing here are the added blocks', branch's and lookahead's.
     weights = source.state_dict()
-    future = weights.pop("decoder.embed_future.weight", None)
+    futures = {
+        conv: weights.pop(f"{conv}.weight", None)
+        for conv in ("decoder.embed_future", "encoder.future")
+    }
     codec.load_state_dict(weights, strict=False)
     with torch.no_grad():
-        if future is not None:
-            # Tap k reads frame f + 1 + k: the source's taps keep their frames and the added,
-            # farther ones keep the zeros the conv is built with.
-            codec.decoder.embed_future.weight[..., : future.shape[-1]].copy_(future)
+        for conv, future in futures.items():
+            if future is not None:
+                # Tap k reads frame f + 1 + k: the source's taps keep their frames and the
+                # added, farther ones keep the zeros the conv is built with.
+                codec.get_submodule(conv).weight[..., : future.shape[-1]].copy_(future)
         for block in codec.decoder.layers[len(source.decoder.layers) :]:
             # A zero layer scale makes each added block the identity.
             block.gamma.zero_()
-    # A new SpectralBranch or lookahead needs nothing more: each is built to output zero.
+    # A new SpectralBranch or lookahead conv needs nothing more: each is built to output zero.
     return growth

@@ -2,7 +2,8 @@
 
 `StreamingEncoder.push` takes (B, t) or (B, 1, t) samples of any chunk size and returns the
 (B, f) token ids that became final; `flush` zero-pads to a whole hop, exactly as offline
-`encode` does, so the concatenated output equals `Codec.encode`. `StreamingDecoder.push` takes
+`encode` does (and ends an encoder lookahead with a zero future, as `encode` does at the end of
+a clip), so the concatenated output equals `Codec.encode`. `StreamingDecoder.push` takes
 (B, f) ids and returns the samples that became final (all f * hop of them unless the decoder has
 a lookahead; its `flush` returns the rest), equal to `Codec.decode`'s. Work per call is
 proportional to the chunk: convolutions keep only their left context, attention a bounded
@@ -44,7 +45,8 @@ class DecoderState:
 
 
 class StreamingEncoder:
-    """Samples in, final token ids out. Latency: one hop (a frame's audio must have arrived)."""
+    """Samples in, final token ids out. Latency: one hop (a frame's audio must have arrived)
+    plus the encoder's lookahead frames, if any."""
 
     def __init__(self, codec, batch_size: int = 1) -> None:
         _require_causal(codec)
@@ -54,8 +56,8 @@ class StreamingEncoder:
 
     @property
     def latency_ms(self) -> float:
-        """Algorithmic latency: the audio of one token frame."""
-        return self.codec.config.frame_ms
+        """Algorithmic latency: the audio of one token frame and of the frames it looks ahead."""
+        return (1 + self.codec.config.encoder.lookahead) * self.codec.config.frame_ms
 
     def _as_batch(self, wav: torch.Tensor) -> torch.Tensor:
         if wav.dim() == 1:
@@ -82,14 +84,19 @@ class StreamingEncoder:
 
     @torch.inference_mode()
     def flush(self) -> torch.Tensor:
-        """Zero-pad the last partial frame and return its ids; the stream then ends."""
+        """Zero-pad the last partial frame and return the ids still due (with an encoder
+        lookahead, also those of the held frames, given a zero future); the stream then ends."""
         hop = self.codec.hop_length
         missing = (-self.state.samples_in) % hop
-        tail = self.push(torch.zeros(self.batch_size, missing)) if missing else None
+        parts = [torch.zeros(self.batch_size, 0, dtype=torch.long, device=self.codec.device)]
+        if missing:
+            parts.append(self.push(torch.zeros(self.batch_size, missing)))
         self.state.finished = True
-        if tail is None:
-            return torch.zeros(self.batch_size, 0, dtype=torch.long, device=self.codec.device)
-        return tail
+        held = self.codec.encoder.stream_flush(self.state.network)
+        if held is not None and held.shape[-1]:
+            parts.append(self.codec.quantizer.encode(held))
+            self.state.frames_out += held.shape[-1]
+        return torch.cat(parts, -1)
 
 
 class StreamingDecoder:

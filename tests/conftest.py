@@ -150,6 +150,25 @@ def tiny_causal_lookahead() -> Codec:
     return lookahead_codec(2)
 
 
+def encoder_lookahead_codec(lookahead: int = 2, seed: int = 0) -> Codec:
+    """`tiny_causal_spectral` with an encoder lookahead whose weights are not zero (as after
+    training), so that each frame's code depends on the next `lookahead` frames' audio."""
+    data = CodecConfig.named("wavtok-tiny-causal").model_dump()
+    data["name"] = f"wavtok-tiny-causal-spectral-enclookahead{lookahead}"
+    data["encoder"]["spectral_bins"], data["encoder"]["lookahead"] = 24, lookahead
+
+    def untrained_to_trained(model: Codec) -> None:
+        model.encoder.spectral.project.weight.normal_(0, 0.5)
+        model.encoder.future.weight.normal_(0, 0.5)
+
+    return make_codec(CodecConfig.model_validate(data), seed, untrained_to_trained)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_encoder_lookahead() -> Codec:
+    return encoder_lookahead_codec(2)
+
+
 def spectral_codec(base: str, seed: int = 0) -> Codec:
     """The `base` tiny config with an encoder spectral branch whose projection is not zero
     (as after training), so that it shapes the codes."""

@@ -73,7 +73,16 @@ def _padded_batch(items: list[torch.Tensor], pad_seed: int = 7) -> torch.Tensor:
     return batch
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny_causal", "tiny_spectral", "tiny_causal_spectral"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tiny",
+        "tiny_causal",
+        "tiny_spectral",
+        "tiny_causal_spectral",
+        "tiny_causal_encoder_lookahead",
+    ],
+)
 def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str):
     model: Codec = request.getfixturevalue(name)
     sizes = [1, 319, 700, 3333, 4000, 4000]

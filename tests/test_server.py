@@ -270,6 +270,26 @@ def test_ws_abandoned_stream_is_released(server):
     assert "disconnected" in outcomes
 
 
+def test_encoder_lookahead_model_streams_everything(tmp_path, signal):
+    """An encoder with lookahead holds its last frames until the end; the streamed encode
+    delivers them, equals the offline encode and announces the longer latency."""
+    from conftest import encoder_lookahead_codec
+
+    model = encoder_lookahead_codec(2)
+    model.save_pretrained(tmp_path / "ahead")
+    settings = Settings(_env_file=None, default_model=str(tmp_path / "ahead"))
+    wav = signal(9 * 320 + 50, seed=5)
+    ref = model.encode(wav)[0][0].numpy()
+    with serve_in_thread(settings) as (base, _), WavtokClient(base, trust_env=False) as client:
+        with connect(base.replace("http", "ws") + "/v1/stream/encode", proxy=None) as ws:
+            ws.send('{"type": "start", "format": "f32"}')
+            ready = json.loads(ws.recv())
+        assert ready["latency_ms"] == pytest.approx(3 * 1000 * 320 / SR)
+        f32 = wav.numpy().astype("<f4")
+        chunks = [f32[i : i + 700] for i in range(0, len(f32), 700)]
+        assert np.array_equal(client.stream_encode(chunks, format="f32"), ref)
+
+
 def test_decoder_lookahead_model_streams_everything(tmp_path):
     """A decoder with lookahead holds its last frames until the end; both streamed paths
     deliver them and equal the offline decode."""

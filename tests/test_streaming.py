@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import assert_same_audio, lookahead_codec, speechlike
+from conftest import assert_same_audio, encoder_lookahead_codec, lookahead_codec, speechlike
 
 from codec import Codec
 from codec.config import CodecConfig
@@ -55,6 +55,64 @@ def test_streamed_encode_equals_offline(request: pytest.FixtureRequest, name: st
     streamed = torch.cat(out, dim=-1)
     assert torch.equal(streamed, offline)
     assert enc.state.frames_out == offline.shape[-1]
+
+
+@pytest.mark.parametrize("lookahead", [1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_encode_with_lookahead_equals_offline(lookahead: int, seed: int):
+    model = encoder_lookahead_codec(lookahead, seed)
+    hop = model.hop_length
+    wav = speechlike(40 * hop + 123, seed=seed)
+    offline, _ = model.encode(wav)
+    assert offline.unique().numel() > 5
+    enc = model.streaming_encoder()
+    assert enc.latency_ms == pytest.approx((1 + lookahead) * 1000 * hop / 24000)
+    out, pos = [], 0
+    for n in chunk_sizes(wav.numel(), 3 * hop, seed, singles=hop + 5):
+        out.append(enc.push(wav[pos : pos + n]))
+        pos += n
+        # A frame's id comes out once `lookahead` later frames have fully arrived.
+        assert sum(c.shape[-1] for c in out) == max(0, pos // hop - lookahead)
+    out.append(enc.flush())
+    assert torch.equal(torch.cat(out, dim=-1), offline)
+    assert enc.state.frames_out == offline.shape[-1]
+    with pytest.raises(RuntimeError, match="flushed"):
+        enc.push(wav[:10])
+
+
+def test_encoder_lookahead_on_a_stream_shorter_than_it(tiny_causal_encoder_lookahead: Codec):
+    """One frame of audio: nothing is final before the flush, which returns its id."""
+    model = tiny_causal_encoder_lookahead
+    wav = speechlike(model.hop_length - 7)
+    enc = model.streaming_encoder()
+    assert enc.push(wav).shape == (1, 0)
+    assert torch.equal(enc.flush(), model.encode(wav)[0])
+
+
+def test_encoder_lookahead_reads_exactly_the_next_frames(tiny_causal_encoder_lookahead: Codec):
+    model, hop = tiny_causal_encoder_lookahead, tiny_causal_encoder_lookahead.hop_length
+    wav = speechlike(20 * hop, seed=4)[None, None]
+    base = model.encoder(wav)
+    frame = 10
+    for later, should_change in ((1, True), (2, True), (3, False)):
+        changed = wav.clone()
+        start = (frame + later) * hop
+        changed[..., start : start + hop] += 0.3
+        moved = not torch.allclose(model.encoder(changed)[..., frame], base[..., frame])
+        assert moved == should_change, later
+
+
+def test_zero_encoder_lookahead_encodes_as_causal(tiny_causal_encoder_lookahead: Codec):
+    data = tiny_causal_encoder_lookahead.config.model_dump()
+    data["encoder"]["lookahead"] = 0
+    causal = Codec.from_config(CodecConfig.model_validate(data))
+    state = tiny_causal_encoder_lookahead.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("encoder.future.")}
+    causal.load_state_dict(state)
+    fresh = Codec.from_config(tiny_causal_encoder_lookahead.config)  # future built as zero
+    fresh.load_state_dict(state, strict=False)
+    wav = speechlike(17 * causal.hop_length + 5, seed=2)
+    assert torch.equal(fresh.eval().encode(wav)[0], causal.eval().encode(wav)[0])
 
 
 def test_flush_on_hop_boundary_adds_nothing(tiny_causal: Codec):
@@ -139,11 +197,19 @@ def test_zero_lookahead_weights_decode_as_causal(tiny_causal_lookahead: Codec):
     assert torch.equal(fresh.decode(codes)[0], causal.decode(codes)[0])
 
 
-def test_lookahead_needs_a_causal_model():
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_lookahead_needs_a_causal_model(part: str):
     data = CodecConfig.named("wavtok-tiny").model_dump()
-    data["decoder"]["lookahead"] = 1
-    with pytest.raises(ValueError, match="lookahead needs a causal model"):
+    data[part]["lookahead"] = 1
+    with pytest.raises(ValueError, match=f"{part}.lookahead needs a causal model"):
         CodecConfig.model_validate(data)
+
+
+def test_streaming_latency_adds_both_lookaheads():
+    data = CodecConfig.named("wavtok-tiny-causal").model_dump()
+    data["encoder"]["lookahead"], data["decoder"]["lookahead"] = 2, 1
+    cfg = CodecConfig.model_validate(data)
+    assert cfg.streaming_latency_ms == pytest.approx(4 * cfg.frame_ms)
 
 
 def test_stream_encode_then_decode_batch_of_two(tiny_causal: Codec):

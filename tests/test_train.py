@@ -201,6 +201,37 @@ def test_init_from_adds_a_decoder_lookahead_as_a_no_op(prepared, tmp_path):
         Trainer(cfg, [prepared], tmp_path / "x", "cpu").init_from(tmp_path / "ahead")
 
 
+def test_init_from_adds_an_encoder_lookahead_as_a_no_op(prepared, tmp_path, capsys):
+    """An encoder grown with a lookahead encodes as the strictly causal source until it trains,
+    and a trained one grows by farther frames the same way; it cannot shrink."""
+    cfg = _cfg()
+    source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    source.codec.save_pretrained(tmp_path / "src")
+    plain = source.codec.config
+
+    def with_lookahead(frames: int):
+        encoder = plain.encoder.model_copy(update={"lookahead": frames})
+        return cfg.model_copy(update={"model": plain.model_copy(update={"encoder": encoder})})
+
+    grown = Trainer(with_lookahead(1), [prepared], tmp_path / "g", "cpu")
+    grown.init_from(tmp_path / "src")
+    assert "+1 encoder lookahead frames, no-ops at start" in capsys.readouterr().out
+    wav = torch.randn(1, 1, 4800) * 0.1
+    src = source.codec.eval()
+    assert torch.equal(grown.codec.eval().encoder(wav), src.encoder(wav))
+    with torch.no_grad():
+        grown.codec.encoder.future.weight.normal_(0, 0.5)  # as after training
+    grown.codec.save_pretrained(tmp_path / "ahead")
+    grown3 = Trainer(with_lookahead(3), [prepared], tmp_path / "g3", "cpu")
+    grown3.init_from(tmp_path / "ahead")
+    trained = grown.codec.eval().encoder(wav)
+    assert not torch.equal(trained, src.encoder(wav))
+    # (Not bit-equal: a longer kernel may sum in another order.)
+    assert torch.allclose(grown3.codec.eval().encoder(wav), trained, atol=1e-6)
+    with pytest.raises(ValueError, match="architecture differs"):
+        Trainer(cfg, [prepared], tmp_path / "x", "cpu").init_from(tmp_path / "ahead")
+
+
 def test_lr_scale_sets_group_learning_rates(prepared, tmp_path):
     cfg = _cfg().model_copy(update={"lr_scale": {"decoder.head.": 5.0}})
     trainer = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
