@@ -135,6 +135,12 @@ def test_info_each_kind(capsys, tmp_path, libritts_clip, clip_samples, tiny_mode
 
     code, out, _ = run(capsys, "info", "wavtok-24k-40hz")
     assert code == 0 and "config preset" in out and "bitrate_bps:   480" in out
+    assert "latency_ms:    n/a (offline only)" in out
+    # A causal preset's latency counts its frame and both lookaheads (1 + 2 + 2 frames).
+    code, out, _ = run(
+        capsys, "info", "wavtok-small-deep-spectral-lookahead-enc2-75hz-causal-harmonic"
+    )
+    assert code == 0 and "latency_ms:    66.7" in out
 
 
 def test_missing_input(capsys, tmp_path, tiny_model_dir):
