@@ -56,6 +56,10 @@ class EncoderConfig(_Strict):
     # 4-hop windowed spectrum, fine enough to resolve the voice's harmonics, and adds its
     # projection to SEANet's output; 0: no branch. See `SpectralBranch` in codec/encoder.py.
     spectral_bins: int = 0
+    # A parallel branch that adds each frame's autocorrelation period, periodicity and level
+    # (a fixed analysis, `PitchBranch` in codec/pitch.py) to SEANet's output, so the tokens can
+    # carry F0 more precisely than SEANet finds it.
+    pitch_branch: bool = False
     # Latent frames after its own that each frame's latent may read (causal models only): a
     # conv over frames f+1..f+lookahead is added to SEANet's output before the quantizer, so a
     # token can anticipate the audio just after its frame. Adds lookahead frames of streaming

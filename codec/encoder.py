@@ -18,6 +18,7 @@ from torch import nn
 
 from codec.config import EncoderConfig
 from codec.layers import PaddedConv1d, stream_conv
+from codec.pitch import PitchBranch, PitchStreamState
 
 with warnings.catch_warnings():
     # encodec uses the legacy weight_norm, which warns on import of its users.
@@ -45,6 +46,7 @@ class EncoderStreamState:
     conv_buffers: dict[int, torch.Tensor] = field(default_factory=dict)
     lstm_states: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     branch: SpectralStreamState = field(default_factory=SpectralStreamState)
+    pitch: PitchStreamState = field(default_factory=PitchStreamState)
     # With a lookahead: the last frames (B, D, <= lookahead), waiting for their future.
     held: torch.Tensor | None = None
 
@@ -134,7 +136,7 @@ class SpectralBranch(nn.Module):
 class Encoder(nn.Module):
     """(B, 1, T) samples, T a multiple of the hop -> (B, D, T / hop) latent frames."""
 
-    def __init__(self, cfg: EncoderConfig, causal: bool) -> None:
+    def __init__(self, cfg: EncoderConfig, causal: bool, sample_rate: int = 24000) -> None:
         super().__init__()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -155,6 +157,11 @@ class Encoder(nn.Module):
         self.spectral = (
             SpectralBranch(cfg.spectral_bins, cfg.dimension, self.hop_length, causal)
             if cfg.spectral_bins
+            else None
+        )
+        self.pitch = (
+            PitchBranch(cfg.dimension, self.hop_length, sample_rate, causal)
+            if cfg.pitch_branch
             else None
         )
         self.lookahead = cfg.lookahead
@@ -185,6 +192,8 @@ class Encoder(nn.Module):
                 x = _mask(x, cur)
         if self.spectral is not None:
             x = x + self.spectral(wav, cur)
+        if self.pitch is not None:
+            x = x + self.pitch(wav, cur)
         if self.future is not None:
             # Past the end (or an item's length: x is masked there) the future is zero.
             x = x + self.future(nn.functional.pad(x[..., 1:], (0, self.lookahead)))
@@ -218,6 +227,9 @@ class Encoder(nn.Module):
             # Both paths are causal convolutions whose left padding is kernel - stride, so each
             # emits a frame exactly when its last sample arrives: after t samples, t // hop.
             x = x + self.spectral.stream(wav, state.branch)
+        if self.pitch is not None:
+            # Its window also ends at the frame's last sample: frames arrive in step.
+            x = x + self.pitch.stream(wav, state.pitch)
         if self.future is None:
             return x
         return self._stream_future(x, state, flush=False)

@@ -1,8 +1,8 @@
 """Growing a trained codec into a larger architecture (`wavtok train --init-from`).
 
 A training model may be its source with ConvNeXt blocks appended to the decoder, a spectral
-branch added to the encoder and/or a longer encoder or decoder lookahead. Every added part starts as a
-no-op, so the grown model begins by computing exactly what the source does and training only
+or pitch branch added to the encoder and/or a longer encoder or decoder lookahead. Every added
+part starts as a no-op, so the grown model begins by computing exactly what the source does and training only
 has to learn what the new part adds.
 """
 
@@ -23,11 +23,13 @@ class Growth(NamedTuple):
     spectral_branch: bool  # a spectral branch added to the encoder
     lookahead_frames: int  # future frames added to the decoder's lookahead
     encoder_lookahead_frames: int  # future frames added to the encoder's lookahead
+    pitch_branch: bool  # a pitch branch added to the encoder
 
     def describe(self) -> str:
         """For the log line: e.g. " (+2 decoder blocks, no-ops at start)"; "" if nothing grew."""
         parts = [f"+{self.decoder_blocks} decoder blocks"] if self.decoder_blocks else []
         parts += ["+spectral branch"] if self.spectral_branch else []
+        parts += ["+pitch branch"] if self.pitch_branch else []
         if self.lookahead_frames:
             parts.append(f"+{self.lookahead_frames} decoder lookahead frames")
         if self.encoder_lookahead_frames:
@@ -47,11 +49,18 @@ def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
     a_bins, b_bins = a["encoder"].pop("spectral_bins"), b["encoder"].pop("spectral_bins")
     a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
     a_enc_ahead, b_enc_ahead = a["encoder"].pop("lookahead"), b["encoder"].pop("lookahead")
-    shrinks = b_layers < a_layers or b_ahead < a_ahead or b_enc_ahead < a_enc_ahead
+    a_pitch, b_pitch = a["encoder"].pop("pitch_branch"), b["encoder"].pop("pitch_branch")
+    shrinks = (
+        a_pitch > b_pitch or b_layers < a_layers or b_ahead < a_ahead or b_enc_ahead < a_enc_ahead
+    )
     if a != b or shrinks or (a_bins and a_bins != b_bins):
         return None
     return Growth(
-        b_layers - a_layers, b_bins > 0 and not a_bins, b_ahead - a_ahead, b_enc_ahead - a_enc_ahead
+        b_layers - a_layers,
+        b_bins > 0 and not a_bins,
+        b_ahead - a_ahead,
+        b_enc_ahead - a_enc_ahead,
+        b_pitch and not a_pitch,
     )
 
 
@@ -78,5 +87,5 @@ def grow_from(codec: Codec, source: Codec) -> Growth | None:
         for block in codec.decoder.layers[len(source.decoder.layers) :]:
             # A zero layer scale makes each added block the identity.
             block.gamma.zero_()
-    # A new SpectralBranch or lookahead conv needs nothing more: each is built to output zero.
+    # A new spectral or pitch branch or lookahead conv needs nothing more: each is built to output zero.
     return growth

@@ -62,7 +62,7 @@ class Codec(nn.Module):
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.encoder = Encoder(cfg.encoder, cfg.causal)
+        self.encoder = Encoder(cfg.encoder, cfg.causal, cfg.sample_rate)
         self.quantizer = Quantizer(cfg.quantizer, cfg.encoder.dimension)
         self.decoder = Decoder(
             cfg.decoder, cfg.encoder.dimension, cfg.hop_length, cfg.causal, cfg.sample_rate

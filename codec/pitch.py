@@ -1,4 +1,5 @@
-"""Frame-level F0 estimation, the training target of the decoder's harmonic source.
+"""Frame-level F0 estimation: the training target of the decoder's harmonic source, and the
+optional `PitchBranch` that gives the encoder each frame's period directly.
 
 Autocorrelation with window correction (Boersma 1993), vectorised over frames: good enough to
 teach a decoder where the harmonics are, not a pitch tracker for analysis.
@@ -6,8 +7,14 @@ teach a decoder where the harmonics are, not a pitch tracker for analysis.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from codec.layers import frame_mask
 
 F0_MIN_HZ, F0_MAX_HZ = 60.0, 400.0
 
@@ -34,7 +41,22 @@ def estimate_f0(
     padded = F.pad(wav, (pad_left, frames * hop - total + window - pad_left - hop))
     seg = padded.unfold(-1, window, hop)[:, :frames]  # (B, F, W)
     seg = seg - seg.mean(-1, keepdim=True)
-    win = torch.hann_window(window, periodic=False, device=wav.device)
+    lag, peak = frame_period(seg, sample_rate)
+    level = 10 * torch.log10(seg.pow(2).mean(-1) + 1e-10)
+    loud = level > level.amax(-1, keepdim=True) + silence_db
+    voiced = (peak > voicing_threshold) & loud
+    f0 = torch.where(voiced, sample_rate / lag, torch.zeros_like(lag))
+    return f0, voiced
+
+
+def frame_period(seg: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, F, W) zero-mean frames -> (period in samples (B, F), fractional; normalised
+    autocorrelation at that period (B, F), ~1 for a periodic frame, ~0 for noise).
+
+    Periods are searched between 1 / F0_MAX_HZ and 1 / F0_MIN_HZ.
+    """
+    window = seg.shape[-1]
+    win = torch.hann_window(window, periodic=False, device=seg.device)
     n_fft = 2 * window
     r = torch.fft.irfft(torch.fft.rfft(seg * win, n_fft).abs() ** 2, n_fft)[..., :window]
     rw = torch.fft.irfft(torch.fft.rfft(win, n_fft).abs() ** 2, n_fft)[:window]
@@ -44,7 +66,7 @@ def estimate_f0(
     peak = band.amax(-1, keepdim=True)
     # Multiples of the period score about as high as the period: take the first lag that comes
     # within 10% of the best, then the top of that peak (up to 20% further out).
-    lags = torch.arange(band.shape[-1], device=wav.device)
+    lags = torch.arange(band.shape[-1], device=seg.device)
     first = (band >= 0.9 * peak).float().argmax(-1, keepdim=True)
     near = (lags >= first) & (lags <= (first + lo) * 1.2 - lo)
     peak, idx = band.masked_fill(~near, float("-inf")).max(-1)
@@ -54,8 +76,80 @@ def estimate_f0(
     curvature = y0 - 2 * y1 + y2
     denom = curvature.where(curvature.abs() > 1e-9, torch.full_like(y1, -1e-9))
     lag = i + (0.5 * (y0 - y2) / denom).clamp(-0.5, 0.5)
-    level = 10 * torch.log10(seg.pow(2).mean(-1) + 1e-10)
-    loud = level > level.amax(-1, keepdim=True) + silence_db
-    voiced = (peak > voicing_threshold) & loud
-    f0 = torch.where(voiced, sample_rate / lag, torch.zeros_like(lag))
-    return f0, voiced
+    return lag, peak
+
+
+@dataclass
+class PitchStreamState:
+    """The pitch branch's left context: samples not yet consumed (B, < window)."""
+
+    samples: torch.Tensor | None = None
+
+
+class PitchBranch(nn.Module):
+    """(B, 1, T) samples -> (B, D, T / hop) features added to SEANet's output.
+
+    Each frame's period and periodicity from `frame_period` over a 1024-sample window (42.7 ms
+    at 24 kHz) ending at the frame's end (centred on it when not causal), with the frame's level
+    in dB. The log F0 enters both as a value and as soft one-hot bins a semitone apart (scaled by
+    the periodicity), so that a per-frame 1x1 mix can place it precisely: the decoder's F0 from
+    the tokens is ~3% off at the median, and the true F0 is worth ~0.13 PESQ-wb. The analysis is
+    fixed and the projection to D starts at zero, so a trained encoder grown with this branch
+    starts out unchanged.
+    """
+
+    WINDOW = 1024
+    SEMITONE_BINS = 34  # F0_MIN_HZ..F0_MAX_HZ (60-400 Hz) a semitone apart
+
+    def __init__(self, dimension: int, hop: int, sample_rate: int, causal: bool, hidden: int = 128):
+        super().__init__()
+        self.hop, self.sample_rate, self.causal = hop, sample_rate, causal
+        self.window = max(self.WINDOW, hop)
+        lo, hi = math.log(F0_MIN_HZ), math.log(F0_MAX_HZ)
+        centres = torch.linspace(lo, hi, self.SEMITONE_BINS)
+        self.register_buffer("centres", centres, persistent=False)
+        self.width = float(centres[1] - centres[0])
+        self.log_mid, self.log_half = (lo + hi) / 2, (hi - lo) / 2
+        self.mix = nn.Conv1d(3 + self.SEMITONE_BINS, hidden, 1)
+        self.project = nn.Conv1d(hidden, dimension, 1)
+        with torch.no_grad():
+            self.project.weight.zero_()
+            self.project.bias.zero_()
+
+    def _features(self, seg: torch.Tensor) -> torch.Tensor:
+        """(B, F, W) windows -> (B, 3 + SEMITONE_BINS, F) features."""
+        seg = seg - seg.mean(-1, keepdim=True)
+        lag, periodicity = frame_period(seg, self.sample_rate)
+        log_f0 = math.log(self.sample_rate) - lag.log()
+        level = 10 * torch.log10(seg.pow(2).mean(-1) + 1e-10)
+        bins = torch.exp(-0.5 * ((log_f0[..., None] - self.centres) / self.width) ** 2)
+        bins = bins * periodicity.clamp(0, 1)[..., None]
+        scalars = [(log_f0 - self.log_mid) / self.log_half, periodicity, level / 20]
+        return torch.cat([torch.stack(scalars, -1), bins], -1).transpose(1, 2)
+
+    def _out(self, seg: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self._features(seg)
+        if frame_lengths is not None:
+            feats = feats * frame_mask(frame_lengths, feats.shape[-1])
+        out = self.project(F.gelu(self.mix(feats)))
+        return out if frame_lengths is None else out * frame_mask(frame_lengths, out.shape[-1])
+
+    def forward(self, wav: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, T) samples, T a multiple of the hop -> (B, D, T / hop); frames past
+        `frame_lengths` are zeroed."""
+        total = self.window - self.hop
+        left = total if self.causal else total // 2
+        padded = F.pad(wav[:, 0], (left, total - left))
+        return self._out(padded.unfold(-1, self.window, self.hop), frame_lengths)
+
+    def stream(self, wav: torch.Tensor, state: PitchStreamState) -> torch.Tensor:
+        """(B, 1, t) new samples -> (B, D, f) frames whose window is complete; updates `state`."""
+        if state.samples is None:
+            state.samples = wav.new_zeros(wav.shape[0], self.window - self.hop)
+        buf = torch.cat([state.samples, wav[:, 0]], -1)
+        n = (buf.shape[-1] - self.window) // self.hop + 1 if buf.shape[-1] >= self.window else 0
+        state.samples = buf[..., n * self.hop :]
+        if n == 0:
+            return wav.new_zeros(wav.shape[0], self.project.out_channels, 0)
+        seg = buf[..., : (n - 1) * self.hop + self.window].unfold(-1, self.window, self.hop)
+        return self._out(seg)

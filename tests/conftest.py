@@ -181,6 +181,29 @@ def spectral_codec(base: str, seed: int = 0) -> Codec:
     )
 
 
+def pitch_branch_codec(base: str, seed: int = 0) -> Codec:
+    """The `base` tiny config with an encoder pitch branch whose projection is not zero (as after
+    training), so that it shapes the codes."""
+    data = CodecConfig.named(base).model_dump()
+    data["name"], data["encoder"]["pitch_branch"] = f"{base}-pitch", True
+    return make_codec(
+        CodecConfig.model_validate(data),
+        seed,
+        lambda model: model.encoder.pitch.project.weight.normal_(0, 0.5),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_pitch() -> Codec:
+    return pitch_branch_codec("wavtok-tiny-causal")
+
+
+@pytest.fixture(scope="session")
+def tiny_pitch() -> Codec:
+    """Non-causal: the branch's window is centred on each frame."""
+    return pitch_branch_codec("wavtok-tiny")
+
+
 @pytest.fixture(scope="session")
 def tiny_causal_spectral() -> Codec:
     return spectral_codec("wavtok-tiny-causal")

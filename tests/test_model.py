@@ -80,6 +80,8 @@ def _padded_batch(items: list[torch.Tensor], pad_seed: int = 7) -> torch.Tensor:
         "tiny_causal",
         "tiny_spectral",
         "tiny_causal_spectral",
+        "tiny_pitch",
+        "tiny_causal_pitch",
         "tiny_causal_encoder_lookahead",
     ],
 )

@@ -2,8 +2,12 @@ import math
 
 import pytest
 import torch
+from conftest import speechlike
 
-from codec.pitch import estimate_f0
+from codec import Codec
+from codec.config import CodecConfig
+from codec.encoder import Encoder
+from codec.pitch import PitchBranch, estimate_f0
 
 
 def _harmonic(f0: float, seconds: float = 0.5, rate: int = 24000) -> torch.Tensor:
@@ -36,3 +40,48 @@ def test_batch_items_are_independent():
     both, _ = estimate_f0(torch.stack([a, b]), 24000, 320)
     alone, _ = estimate_f0(b[None], 24000, 320)
     torch.testing.assert_close(both[1], alone[0])
+
+
+def test_pitch_branch_reads_a_tone_precisely():
+    """The branch's log F0 feature of a steady 180 Hz tone is within 0.5% of it once the
+    window is full, and its periodicity is near 1."""
+    branch = PitchBranch(dimension=8, hop=320, sample_rate=24000, causal=True)
+    t = torch.arange(24000) / 24000
+    tone = 0.3 * torch.sin(2 * math.pi * 180.0 * t)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(tone[None], (branch.window - branch.hop, 0))
+        feats = branch._features(padded.unfold(-1, branch.window, branch.hop))[0, :, 4:]
+    log_f0 = feats[0] * branch.log_half + branch.log_mid
+    assert torch.allclose(log_f0.exp(), torch.full_like(log_f0, 180.0), rtol=0.005)
+    assert (feats[1] > 0.9).all()
+    # The soft semitone bins peak at the tone's bin (180 Hz is 19 semitones above 60).
+    assert (feats[3:].argmax(0) == 19).all()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_pitch_branch_starts_as_a_no_op(causal: bool):
+    """A new branch adds exactly zero, so growing a trained encoder with it changes nothing."""
+    plain_cfg = CodecConfig.named("wavtok-tiny-causal" if causal else "wavtok-tiny")
+    grown_cfg = plain_cfg.model_copy(
+        update={"encoder": plain_cfg.encoder.model_copy(update={"pitch_branch": True})}
+    )
+    plain, grown = Encoder(plain_cfg.encoder, causal), Encoder(grown_cfg.encoder, causal)
+    missing = grown.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("pitch.") for key in missing)
+    wav = speechlike(320 * 20)[None, None]
+    with torch.no_grad():
+        assert torch.equal(grown(wav), plain(wav))
+        grown.pitch.project.weight.fill_(0.1)
+        assert not torch.allclose(grown(wav), plain(wav))
+
+
+def test_causal_pitch_branch_ignores_the_future(tiny_causal_pitch: Codec):
+    """Frame i of a causal encoder with the branch depends on samples before (i + 1) * hop."""
+    hop = tiny_causal_pitch.hop_length
+    wav = speechlike(hop * 12)[None, None]
+    later = wav.clone()
+    later[..., hop * 8 :] = 0.3
+    with torch.no_grad():
+        a, b = tiny_causal_pitch.encoder(wav), tiny_causal_pitch.encoder(later)
+    assert torch.equal(a[..., :8], b[..., :8])
+    assert not torch.allclose(a[..., 8:], b[..., 8:])

@@ -34,7 +34,7 @@ def state_numel(obj) -> int:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("name", ["tiny_causal", "tiny_causal_spectral"])
+@pytest.mark.parametrize("name", ["tiny_causal", "tiny_causal_spectral", "tiny_causal_pitch"])
 def test_streamed_encode_equals_offline(request: pytest.FixtureRequest, name: str, seed: int):
     model: Codec = request.getfixturevalue(name)
     hop = model.hop_length

@@ -172,6 +172,23 @@ def test_init_from_adds_a_spectral_branch_as_a_no_op(prepared, tmp_path):
         Trainer(cfg, [prepared], tmp_path / "back", "cpu").init_from(tmp_path / "spectral")
 
 
+def test_init_from_adds_a_pitch_branch_as_a_no_op(prepared, tmp_path, capsys):
+    cfg = _cfg()
+    source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    source.codec.save_pretrained(tmp_path / "src")
+    plain = source.codec.config
+    encoder = plain.encoder.model_copy(update={"pitch_branch": True})
+    pitched = plain.model_copy(update={"encoder": encoder})
+    grown = Trainer(cfg.model_copy(update={"model": pitched}), [prepared], tmp_path / "g", "cpu")
+    grown.init_from(tmp_path / "src")
+    assert "+pitch branch, no-ops at start" in capsys.readouterr().out
+    wav = torch.randn(1, 1, 4800) * 0.1
+    assert torch.equal(grown.codec.eval().encoder(wav), source.codec.eval().encoder(wav))
+    grown.codec.save_pretrained(tmp_path / "pitched")
+    with pytest.raises(ValueError, match="architecture differs"):
+        Trainer(cfg, [prepared], tmp_path / "back", "cpu").init_from(tmp_path / "pitched")
+
+
 def test_init_from_adds_a_decoder_lookahead_as_a_no_op(prepared, tmp_path):
     """A decoder grown with a lookahead decodes as the strictly causal source until it trains."""
     cfg = _cfg()
