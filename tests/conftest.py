@@ -169,50 +169,43 @@ def tiny_causal_encoder_lookahead() -> Codec:
     return encoder_lookahead_codec(2)
 
 
-def spectral_codec(base: str, seed: int = 0) -> Codec:
-    """The `base` tiny config with an encoder spectral branch whose projection is not zero
-    (as after training), so that it shapes the codes."""
+# Encoder branches: the config field that adds each, and its value in tests.
+ENCODER_BRANCHES = {"spectral": ("spectral_bins", 24), "pitch": ("pitch_branch", True)}
+
+
+def branch_codec(base: str, branch: str, seed: int = 0) -> Codec:
+    """The `base` tiny config with an encoder `branch` ("spectral" or "pitch") whose projection is
+    not zero (as after training), so that it shapes the codes."""
+    field, value = ENCODER_BRANCHES[branch]
     data = CodecConfig.named(base).model_dump()
-    data["name"], data["encoder"]["spectral_bins"] = f"{base}-spectral", 24
+    data["name"], data["encoder"][field] = f"{base}-{branch}", value
     return make_codec(
         CodecConfig.model_validate(data),
         seed,
-        lambda model: model.encoder.spectral.project.weight.normal_(0, 0.5),
-    )
-
-
-def pitch_branch_codec(base: str, seed: int = 0) -> Codec:
-    """The `base` tiny config with an encoder pitch branch whose projection is not zero (as after
-    training), so that it shapes the codes."""
-    data = CodecConfig.named(base).model_dump()
-    data["name"], data["encoder"]["pitch_branch"] = f"{base}-pitch", True
-    return make_codec(
-        CodecConfig.model_validate(data),
-        seed,
-        lambda model: model.encoder.pitch.project.weight.normal_(0, 0.5),
+        lambda model: getattr(model.encoder, branch).project.weight.normal_(0, 0.5),
     )
 
 
 @pytest.fixture(scope="session")
 def tiny_causal_pitch() -> Codec:
-    return pitch_branch_codec("wavtok-tiny-causal")
+    return branch_codec("wavtok-tiny-causal", "pitch")
 
 
 @pytest.fixture(scope="session")
 def tiny_pitch() -> Codec:
     """Non-causal: the branch's window is centred on each frame."""
-    return pitch_branch_codec("wavtok-tiny")
+    return branch_codec("wavtok-tiny", "pitch")
 
 
 @pytest.fixture(scope="session")
 def tiny_causal_spectral() -> Codec:
-    return spectral_codec("wavtok-tiny-causal")
+    return branch_codec("wavtok-tiny-causal", "spectral")
 
 
 @pytest.fixture(scope="session")
 def tiny_spectral() -> Codec:
     """Non-causal: the branch's window is centred on each frame."""
-    return spectral_codec("wavtok-tiny")
+    return branch_codec("wavtok-tiny", "spectral")
 
 
 @pytest.fixture(scope="session")

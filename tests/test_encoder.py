@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import speechlike
+from conftest import ENCODER_BRANCHES, speechlike
 
 from codec import Codec
 from codec.config import CodecConfig
@@ -29,34 +29,38 @@ def test_spectral_analysis_resolves_a_harmonic():
     assert (mags[22] < 0.3 * mags[19]).all()
 
 
+@pytest.mark.parametrize("branch", ["spectral", "pitch"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_spectral_branch_starts_as_a_no_op(causal: bool):
+def test_encoder_branch_starts_as_a_no_op(branch: str, causal: bool):
     """A new branch adds exactly zero, so growing a trained encoder with it changes nothing."""
     name = "wavtok-tiny-causal" if causal else "wavtok-tiny"
+    field, value = ENCODER_BRANCHES[branch]
     plain_cfg = CodecConfig.named(name)
     grown_cfg = plain_cfg.model_copy(
-        update={"encoder": plain_cfg.encoder.model_copy(update={"spectral_bins": 16})}
+        update={"encoder": plain_cfg.encoder.model_copy(update={field: value})}
     )
     plain = Encoder(plain_cfg.encoder, causal)
     grown = Encoder(grown_cfg.encoder, causal)
     missing = grown.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert missing and all(key.startswith("spectral.") for key in missing)
+    assert missing and all(key.startswith(f"{branch}.") for key in missing)
     wav = speechlike(320 * 20)[None, None]
     with torch.no_grad():
         assert torch.equal(grown(wav), plain(wav))
-        grown.spectral.project.weight.fill_(0.1)
+        getattr(grown, branch).project.weight.fill_(0.1)
         assert not torch.allclose(grown(wav), plain(wav))
 
 
-def test_causal_branch_ignores_the_future(tiny_causal_spectral: Codec):
+@pytest.mark.parametrize("name", ["tiny_causal_spectral", "tiny_causal_pitch"])
+def test_causal_branch_ignores_the_future(request: pytest.FixtureRequest, name: str):
     """Frame i of a causal encoder depends on samples before (i + 1) * hop only."""
-    hop = tiny_causal_spectral.hop_length
+    model: Codec = request.getfixturevalue(name)
+    hop = model.hop_length
     wav = speechlike(hop * 12)[None, None]
     later = wav.clone()
     later[..., hop * 8 :] = 0.3
     with torch.no_grad():
-        a = tiny_causal_spectral.encoder(wav)
-        b = tiny_causal_spectral.encoder(later)
+        a = model.encoder(wav)
+        b = model.encoder(later)
     assert torch.equal(a[..., :8], b[..., :8])
     assert not torch.allclose(a[..., 8:], b[..., 8:])
 

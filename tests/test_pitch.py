@@ -2,11 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import speechlike
 
-from codec import Codec
-from codec.config import CodecConfig
-from codec.encoder import Encoder
 from codec.pitch import PitchBranch, estimate_f0
 
 
@@ -56,32 +52,3 @@ def test_pitch_branch_reads_a_tone_precisely():
     assert (feats[1] > 0.9).all()
     # The soft semitone bins peak at the tone's bin (180 Hz is 19 semitones above 60).
     assert (feats[3:].argmax(0) == 19).all()
-
-
-@pytest.mark.parametrize("causal", [True, False])
-def test_pitch_branch_starts_as_a_no_op(causal: bool):
-    """A new branch adds exactly zero, so growing a trained encoder with it changes nothing."""
-    plain_cfg = CodecConfig.named("wavtok-tiny-causal" if causal else "wavtok-tiny")
-    grown_cfg = plain_cfg.model_copy(
-        update={"encoder": plain_cfg.encoder.model_copy(update={"pitch_branch": True})}
-    )
-    plain, grown = Encoder(plain_cfg.encoder, causal), Encoder(grown_cfg.encoder, causal)
-    missing = grown.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert missing and all(key.startswith("pitch.") for key in missing)
-    wav = speechlike(320 * 20)[None, None]
-    with torch.no_grad():
-        assert torch.equal(grown(wav), plain(wav))
-        grown.pitch.project.weight.fill_(0.1)
-        assert not torch.allclose(grown(wav), plain(wav))
-
-
-def test_causal_pitch_branch_ignores_the_future(tiny_causal_pitch: Codec):
-    """Frame i of a causal encoder with the branch depends on samples before (i + 1) * hop."""
-    hop = tiny_causal_pitch.hop_length
-    wav = speechlike(hop * 12)[None, None]
-    later = wav.clone()
-    later[..., hop * 8 :] = 0.3
-    with torch.no_grad():
-        a, b = tiny_causal_pitch.encoder(wav), tiny_causal_pitch.encoder(later)
-    assert torch.equal(a[..., :8], b[..., :8])
-    assert not torch.allclose(a[..., 8:], b[..., 8:])
