@@ -3,7 +3,8 @@
 `encodec.modules.SEANetEncoder` builds the layers and owns the weights; this module only walks
 them, either offline (masking padded frames so batched output equals unbatched output) or
 chunk by chunk with explicit state (causal models only). An optional `SpectralBranch` adds
-features from a long-window spectrum to SEANet's output, and an optional lookahead lets each
+features from a long-window spectrum to SEANet's output, an optional `PitchBranch`
+(codec/pitch.py) each frame's autocorrelation period, and an optional lookahead lets each
 frame's latent also read the next few frames' (`EncoderConfig.lookahead`).
 """
 

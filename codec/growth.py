@@ -2,8 +2,8 @@
 
 A training model may be its source with ConvNeXt blocks appended to the decoder, a spectral
 or pitch branch added to the encoder and/or a longer encoder or decoder lookahead. Every added
-part starts as a no-op, so the grown model begins by computing exactly what the source does and training only
-has to learn what the new part adds.
+part starts as a no-op, so the grown model begins by computing exactly what the source does
+and training only has to learn what the new part adds.
 """
 
 from __future__ import annotations
@@ -87,5 +87,6 @@ def grow_from(codec: Codec, source: Codec) -> Growth | None:
         for block in codec.decoder.layers[len(source.decoder.layers) :]:
             # A zero layer scale makes each added block the identity.
             block.gamma.zero_()
-    # A new spectral or pitch branch or lookahead conv needs nothing more: each is built to output zero.
+    # A new branch (spectral or pitch) or lookahead conv needs nothing more: each is built to
+    # output zero.
     return growth
