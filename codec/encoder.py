@@ -233,25 +233,24 @@ class Encoder(nn.Module):
             x = x + self.pitch.stream(wav, state.pitch)
         if self.future is None:
             return x
-        return self._stream_future(x, state, flush=False)
+        return self._stream_future(x, state)
 
     def stream_flush(self, state: EncoderStreamState) -> torch.Tensor | None:
         """(B, D, held) latents of the frames still waiting for their lookahead, computed with a
         zero future as offline encoding does at the end; None when nothing waits."""
-        if state.held is None:
+        held = state.held
+        if held is None:
             return None
-        return self._stream_future(state.held[..., :0], state, flush=True)
+        latents = self._stream_future(held.new_zeros(*held.shape[:2], self.lookahead), state)
+        state.held = None
+        return latents
 
-    def _stream_future(
-        self, x: torch.Tensor, state: EncoderStreamState, flush: bool
-    ) -> torch.Tensor:
+    def _stream_future(self, x: torch.Tensor, state: EncoderStreamState) -> torch.Tensor:
         frames = x if state.held is None else torch.cat([state.held, x], -1)
-        ready = frames.shape[-1] if flush else max(0, frames.shape[-1] - self.lookahead)
-        state.held = None if flush else frames[..., ready:]
+        ready = max(0, frames.shape[-1] - self.lookahead)
+        state.held = frames[..., ready:]
         if ready == 0:
             return frames[..., :0]
-        if flush:
-            frames = nn.functional.pad(frames, (0, self.lookahead))
         return frames[..., :ready] + self.future(frames[..., 1 : ready + self.lookahead])
 
     def _stream_layer(

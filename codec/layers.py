@@ -16,24 +16,32 @@ from torch import nn
 from codec.excitation import HarmonicSource, running_phase
 
 
-def stream_conv(
-    conv: nn.Conv1d, x: torch.Tensor, buffer: torch.Tensor | None, left_pad: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Causal convolution over a chunk: (B, C_in, t) -> (B, C_out, t') plus the new buffer.
-
-    The buffer starts as `left_pad` zeros, exactly like offline causal padding, so the
-    concatenated chunk outputs equal the offline output.
-    """
-    kernel = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
-    stride = conv.stride[0]
+def stream_span(
+    x: torch.Tensor, buffer: torch.Tensor | None, left_pad: int, kernel: int, stride: int
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A chunk (B, C, t) of a causal windowed analysis -> (the span (B, C, s) holding every
+    window of `kernel` steps, `stride` apart, that is now complete, or None if none is; the new
+    buffer). The buffer starts as `left_pad` zeros, exactly like offline causal padding, so the
+    windows of all chunks are those of the whole padded input."""
     if buffer is None:
         buffer = x.new_zeros(x.shape[0], x.shape[1], left_pad)
     buf = torch.cat([buffer, x], dim=-1)
     n_out = (buf.shape[-1] - kernel) // stride + 1 if buf.shape[-1] >= kernel else 0
     if n_out <= 0:
+        return None, buf
+    return buf[..., : (n_out - 1) * stride + kernel], buf[..., n_out * stride :]
+
+
+def stream_conv(
+    conv: nn.Conv1d, x: torch.Tensor, buffer: torch.Tensor | None, left_pad: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal convolution over a chunk: (B, C_in, t) -> (B, C_out, t') plus the new buffer;
+    the concatenated chunk outputs equal the offline output (see `stream_span`)."""
+    kernel = (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
+    span, buf = stream_span(x, buffer, left_pad, kernel, conv.stride[0])
+    if span is None:
         return x.new_zeros(x.shape[0], conv.out_channels, 0), buf
-    y = conv(buf[..., : (n_out - 1) * stride + kernel])
-    return y, buf[..., n_out * stride :]
+    return conv(span), buf
 
 
 def frame_mask(lengths: torch.Tensor, n_frames: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codec.layers import frame_mask
+from codec.layers import frame_mask, stream_span
 
 F0_MIN_HZ, F0_MAX_HZ = 60.0, 400.0
 
@@ -81,7 +81,7 @@ def frame_period(seg: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, tor
 
 @dataclass
 class PitchStreamState:
-    """The pitch branch's left context: samples not yet consumed (B, < window)."""
+    """The pitch branch's left context: samples not yet consumed (B, 1, < window)."""
 
     samples: torch.Tensor | None = None
 
@@ -144,12 +144,9 @@ class PitchBranch(nn.Module):
 
     def stream(self, wav: torch.Tensor, state: PitchStreamState) -> torch.Tensor:
         """(B, 1, t) new samples -> (B, D, f) frames whose window is complete; updates `state`."""
-        if state.samples is None:
-            state.samples = wav.new_zeros(wav.shape[0], self.window - self.hop)
-        buf = torch.cat([state.samples, wav[:, 0]], -1)
-        n = (buf.shape[-1] - self.window) // self.hop + 1 if buf.shape[-1] >= self.window else 0
-        state.samples = buf[..., n * self.hop :]
-        if n == 0:
+        span, state.samples = stream_span(
+            wav, state.samples, self.window - self.hop, self.window, self.hop
+        )
+        if span is None:
             return wav.new_zeros(wav.shape[0], self.project.out_channels, 0)
-        seg = buf[..., : (n - 1) * self.hop + self.window].unfold(-1, self.window, self.hop)
-        return self._out(seg)
+        return self._out(span[:, 0].unfold(-1, self.window, self.hop))
