@@ -142,9 +142,11 @@ class BandEnvelopeLoss(nn.Module):
 def discriminator_loss(
     real: list[torch.Tensor], fake: list[torch.Tensor], kind: str
 ) -> torch.Tensor:
-    """Sum over sub-discriminators; `kind` is "hinge" or "lsgan"."""
-    total = real[0].new_zeros(())
+    """Sum over sub-discriminators; `kind` is "hinge" or "lsgan". Summed in float32, as the
+    scores may come out of a bf16 autocast."""
+    total = real[0].new_zeros((), dtype=torch.float32)
     for r, f in zip(real, fake, strict=True):
+        r, f = r.float(), f.float()
         if kind == "hinge":
             total = total + torch.relu(1 - r).mean() + torch.relu(1 + f).mean()
         else:
@@ -153,8 +155,8 @@ def discriminator_loss(
 
 
 def generator_adv_loss(fake: list[torch.Tensor], kind: str) -> torch.Tensor:
-    total = fake[0].new_zeros(())
-    for f in fake:
+    total = fake[0].new_zeros((), dtype=torch.float32)
+    for f in (f.float() for f in fake):
         total = total + (torch.relu(1 - f).mean() if kind == "hinge" else ((f - 1) ** 2).mean())
     return total
 
@@ -163,9 +165,11 @@ def feature_matching_loss(
     real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]
 ) -> torch.Tensor:
     """Mean L1 between real (detached) and fake feature maps, averaged per sub-discriminator."""
-    total = fake[0][0].new_zeros(())
+    total = fake[0][0].new_zeros((), dtype=torch.float32)
     for r_maps, f_maps in zip(real, fake, strict=True):
-        layer = sum((r.detach() - f).abs().mean() for r, f in zip(r_maps, f_maps, strict=True))
+        layer = sum(
+            (r.detach() - f).abs().float().mean() for r, f in zip(r_maps, f_maps, strict=True)
+        )
         total = total + layer / len(f_maps)
     return total
 

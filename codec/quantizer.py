@@ -118,20 +118,25 @@ class Quantizer(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         """Training/eval pass: (B, D, F) -> QuantizerOutput. Updates the codebook in training."""
-        z = self.pre_norm(latents)
-        codebook = self.vq._codebook
-        restarted = 0
-        if self.training and self.initialised and codebook.threshold_ema_dead_code > 0:
-            # The same test encodec's expire_codes_ applies before it restarts codes.
-            restarted = int((codebook.cluster_size < codebook.threshold_ema_dead_code).sum())
-        quantized, codes, loss = self.vq(z)
-        # The same projection the codebook lookup applies inside `self.vq` (a small matmul).
-        lookup = self.vq.project_in(z.transpose(1, 2)).transpose(1, 2)
+        # Nearest-code search and EMA statistics stay in float32 under a bf16 autocast: bf16's
+        # 8-bit mantissa would pick neighbours by rounding noise and bias the running sums.
+        with torch.autocast(latents.device.type, enabled=False):
+            z = self.pre_norm(latents.float())
+            codebook = self.vq._codebook
+            restarted = 0
+            if self.training and self.initialised and codebook.threshold_ema_dead_code > 0:
+                # The same test encodec's expire_codes_ applies before it restarts codes.
+                restarted = int((codebook.cluster_size < codebook.threshold_ema_dead_code).sum())
+            quantized, codes, loss = self.vq(z)
+            # The same projection the codebook lookup applies inside `self.vq` (a small matmul).
+            lookup = self.vq.project_in(z.transpose(1, 2)).transpose(1, 2)
         return QuantizerOutput(quantized, codes, loss.sum(), restarted, lookup)
 
     def encode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, D, F) latents -> (B, F) int64 token ids (never touches the codebook)."""
-        return self.vq.encode(self.pre_norm(latents))
+        """(B, D, F) latents -> (B, F) int64 token ids (never touches the codebook). In float32
+        under any autocast, as in `forward`: a served bf16 or fp16 model picks the same codes."""
+        with torch.autocast(latents.device.type, enabled=False):
+            return self.vq.encode(self.pre_norm(latents.float()))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, F) token ids -> (B, D', F) quantized latents fed to the decoder."""

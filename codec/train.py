@@ -196,8 +196,8 @@ class Trainer:
             self.device
         )
         autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.device.type == "cuda" or cfg.cpu_bf16
             else nullcontext()
         )
         f0 = voiced = None

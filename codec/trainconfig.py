@@ -77,6 +77,9 @@ class TrainConfig(BaseModel):
     eval_data: str | None = "../shared/data/test/libritts_test_clean"
     seed: int = 0
     threads: int | None = None
+    # bf16 autocast on a CPU (GPUs always use it): ~1.3x faster steps on a CPU with AVX512-BF16,
+    # the same losses; the quantizer and the losses stay in float32.
+    cpu_bf16: bool = False
 
     @model_validator(mode="after")
     def _segments_fit_the_envelope_loss(self) -> TrainConfig:

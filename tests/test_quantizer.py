@@ -164,3 +164,20 @@ def test_codebook_usage(codes: torch.Tensor, size: int, used: int, bits: float):
 def test_codebook_usage_empty():
     usage = codebook_usage(torch.zeros(0, dtype=torch.long), 8)
     assert (usage.codes_used, usage.entropy_bits, usage.perplexity) == (0, 0.0, 1.0)
+
+
+def test_code_search_is_float32_under_bf16_autocast():
+    # Two codes 1 apart at 100: bf16 cannot tell which is nearer (its spacing there is 0.5, and
+    # 64 in the squared distances), so a bf16 search would pick by rounding.
+    q = make_quantizer(size=2).eval()
+    codebook = q.vq._codebook
+    codebook.embed.copy_(torch.tensor([[100.0, 0, 0, 0], [101.0, 0, 0, 0]]))
+    codebook.inited.fill_(1)
+    x = torch.zeros(1, DIM, 8)
+    x[0, 0] = torch.tensor([100.3, 100.7, 100.4, 100.6, 100.45, 100.55, 100.2, 100.8])
+    expected = torch.tensor([[0, 1, 0, 1, 0, 1, 0, 1]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(x)
+        codes = q.encode(x)
+    assert torch.equal(out.codes, expected) and torch.equal(codes, expected)
+    assert out.quantized.dtype == torch.float32

@@ -285,6 +285,21 @@ def test_discriminator_families_subset(prepared, tmp_path):
             TrainConfig.model_validate(data)
 
 
+def test_cpu_bf16_autocast_trains_with_float32_weights_and_losses(prepared, tmp_path):
+    trainer = Trainer(_cfg().model_copy(update={"cpu_bf16": True}), [prepared], tmp_path, "cpu")
+    dtypes: list[torch.dtype] = []
+    first_linear = next(
+        m for m in trainer.codec.decoder.modules() if isinstance(m, torch.nn.Linear)
+    )
+    first_linear.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    logs = [trainer.train_step() for _ in range(2)]  # the warm-up step, then an adversarial one
+    assert dtypes == [torch.bfloat16, torch.bfloat16]
+    assert all(math.isfinite(v) for entry in logs for v in entry.values())
+    assert logs[-1]["loss/discriminator"] > 0 and logs[-1]["loss/feature_matching"] > 0
+    assert all(p.dtype == torch.float32 for p in trainer.codec.parameters())
+    assert trainer.codec.quantizer.vq._codebook.embed.dtype == torch.float32
+
+
 @pytest.mark.parametrize(
     "path", sorted((REPO / "codec/configs/train").glob("*.yaml")), ids=lambda p: p.stem
 )
