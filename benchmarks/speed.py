@@ -9,6 +9,10 @@ faster; 1.0 is real time), best of `--reps` timed runs after one warm-up, batch 
 
     python benchmarks/speed.py                              # all non-tiny configs + EnCodec
     python benchmarks/speed.py --configs wavtok-small-75hz-causal encodec_24khz --reps 5
+    python benchmarks/speed.py --decode-dtype bfloat16 --configs NAME
+
+`--decode-dtype bfloat16` decodes under a CPU bf16 autocast, as `wavtok serve --dtype bfloat16`
+does (encoding stays float32 there and here).
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def _build(name: str):
     return model, encode, decode, model.bitrate, model.causal
 
 
-def _measure(name: str, seconds: float, reps: int, threads: int) -> Result:
+def _measure(name: str, seconds: float, reps: int, threads: int, decode_dtype: str) -> Result:
     """Runs inside the spawned child: build, time and measure one model."""
     import torch
 
@@ -107,7 +111,12 @@ def _measure(name: str, seconds: float, reps: int, threads: int) -> Result:
     sample_rate = 24000
     wav = 0.1 * torch.randn(1, 1, int(seconds * sample_rate))
     baseline = _rss_mib()
-    model, encode, decode, bitrate, causal = _build(name)
+    model, encode, decode_float32, bitrate, causal = _build(name)
+
+    def decode(codes):
+        with torch.autocast("cpu", torch.bfloat16, enabled=decode_dtype == "bfloat16"):
+            return decode_float32(codes)
+
     params = sum(p.numel() for p in model.parameters())
     codes = encode(wav)
     t_enc = _best_seconds(lambda: encode(wav), reps)
@@ -128,20 +137,22 @@ def _measure(name: str, seconds: float, reps: int, threads: int) -> Result:
     )
 
 
-def _child(name: str, seconds: float, reps: int, threads: int, conn) -> None:
+def _child(name: str, seconds: float, reps: int, threads: int, decode_dtype: str, conn) -> None:
     try:
-        conn.send(("ok", asdict(_measure(name, seconds, reps, threads))))
+        conn.send(("ok", asdict(_measure(name, seconds, reps, threads, decode_dtype))))
     except Exception as e:  # report, so the parent can carry on with the other models
         conn.send(("error", f"{type(e).__name__}: {e}"))
     finally:
         conn.close()
 
 
-def run_isolated(name: str, seconds: float, reps: int, threads: int) -> Result:
+def run_isolated(
+    name: str, seconds: float, reps: int, threads: int, decode_dtype: str = "float32"
+) -> Result:
     """Measure one model in a fresh spawned process; raises RuntimeError if it fails."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(name, seconds, reps, threads, child))
+    proc = ctx.Process(target=_child, args=(name, seconds, reps, threads, decode_dtype, child))
     proc.start()
     child.close()
     try:
@@ -160,9 +171,12 @@ def default_models() -> list[str]:
     return [n for n in named_configs() if "tiny" not in n] + [ENCODEC]
 
 
-def markdown_table(results: list[Result], seconds: float, threads: int, reps: int) -> str:
+def markdown_table(
+    results: list[Result], seconds: float, threads: int, reps: int, decode_dtype: str = "float32"
+) -> str:
     head = (
-        f"CPU, {threads} thread(s), batch 1, {seconds:g} s of audio, best of {reps}; "
+        f"CPU, {threads} thread(s), batch 1, {seconds:g} s of audio, best of {reps}, "
+        f"decoding in {decode_dtype}; "
         "speeds in x real time (audio s / wall s, higher is faster).\n\n"
         "| model | causal | params (M) | bitrate (bit/s) | encode | decode | enc+dec "
         "| peak RSS (MiB) | model RSS (MiB) |\n"
@@ -192,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--reps", type=int, default=2, help="timed runs per measure (default: 2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (default: 10)")
+    parser.add_argument(
+        "--decode-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="decode precision",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1 or args.threads < 1 or args.seconds <= 0:
         parser.error("--reps and --threads must be at least 1 and --seconds positive")
@@ -201,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         start = time.perf_counter()
         try:
-            result = run_isolated(name, args.seconds, args.reps, args.threads)
+            result = run_isolated(name, args.seconds, args.reps, args.threads, args.decode_dtype)
         except RuntimeError as e:
             print(f"speed: error: {e}", file=sys.stderr)
             failed += 1
@@ -209,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(f"{name}: done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if results:
-        print(markdown_table(results, args.seconds, args.threads, args.reps))
+        print(markdown_table(results, args.seconds, args.threads, args.reps, args.decode_dtype))
     return 1 if failed else 0
 
 

@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", help="default model: a name under the models dir, or a directory")
     p.add_argument("--device", help="cpu, cuda or cuda:N (WAVTOK_DEVICE)")
     p.add_argument("--models-dir", help="where model names are looked up (WAVTOK_MODELS_DIR)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="CUDA autocast")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="decode precision (bfloat16: CUDA or a bf16 CPU)",
+    )
     p.add_argument("--log-level", help="uvicorn log level (default info)")
     p.set_defaults(func=run)
     return p

@@ -32,6 +32,24 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _BATCH_BUDGET_SECONDS = 120.0
 
 
+def _decode_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The reduced precision to decode in, or None for float32. On a CPU only bfloat16, and only
+    where oneDNN has bf16 kernels (AVX-512 or AMX): 2x faster decoding on AVX512-BF16 here."""
+    dtype = _DTYPES[name]
+    if dtype == torch.float32:
+        return None
+    if device.type == "cuda":
+        return dtype
+    if (
+        dtype == torch.bfloat16
+        and device.type == "cpu"
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    ):
+        return dtype
+    log.warning("dtype %s ignored on %s: float32 is used", name, device)
+    return None
+
+
 @dataclass
 class EncodeItem:
     wav: torch.Tensor  # (T,) float32 at the model's rate
@@ -63,14 +81,7 @@ class ModelRunner:
         self.name = codec.name
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"wavtok-{self.name}")
-        dtype = _DTYPES[settings.dtype]
-        if dtype != torch.float32 and codec.device.type != "cuda":
-            log.warning(
-                "dtype %s ignored on %s: autocast is CUDA-only", settings.dtype, codec.device
-            )
-        self._autocast_dtype = (
-            dtype if codec.device.type == "cuda" and dtype != torch.float32 else None
-        )
+        self._decode_dtype = _decode_dtype(settings.dtype, codec.device)
         self._budget = int(_BATCH_BUDGET_SECONDS * codec.sample_rate)
         self.encoder = self._batcher("encode", self._encode_batch, settings)
         self.decoder = self._batcher("decode", self._decode_batch, settings)
@@ -107,10 +118,12 @@ class ModelRunner:
             "default": default,
         }
 
-    def precision(self):
-        if self._autocast_dtype is None:
+    def decode_precision(self):
+        """The autocast that decoding runs under (`Settings.dtype`). Encoding never uses it: the
+        tokens a server returns must not depend on how it was started."""
+        if self._decode_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self._autocast_dtype)
+        return torch.autocast(device_type=self.codec.device.type, dtype=self._decode_dtype)
 
     # -- batch functions (executor thread) ---------------------------------------------------
     def _encode_batch(self, items: list[EncodeItem]) -> list[np.ndarray | BaseException]:
@@ -121,10 +134,9 @@ class ModelRunner:
                 wav = torch.zeros(len(group), 1, max(lengths[i] for i in group))
                 for row, i in enumerate(group):
                     wav[row, 0, : lengths[i]] = items[i].wav
-                with self.precision():
-                    codes, code_lengths = self.codec.encode(
-                        wav, torch.tensor([lengths[i] for i in group])
-                    )
+                codes, code_lengths = self.codec.encode(
+                    wav, torch.tensor([lengths[i] for i in group])
+                )
                 codes = codes.cpu().numpy()
                 for row, i in enumerate(group):
                     results[i] = codes[row, : int(code_lengths[row])].astype(np.int64)
@@ -142,7 +154,7 @@ class ModelRunner:
                 codes = torch.zeros(len(group), max(frames[i] for i in group), dtype=torch.long)
                 for row, i in enumerate(group):
                     codes[row, : frames[i]] = items[i].codes
-                with self.precision():
+                with self.decode_precision():
                     audio, sample_lengths = self.codec.decode(
                         codes,
                         torch.tensor([frames[i] for i in group]),

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     device: str = "cpu"
     dtype: Dtype = Field(
         "float32",
-        description="Autocast dtype for batched inference; reduced precision is CUDA-only.",
+        description="Autocast dtype for decoding (encoding is always float32, so tokens never "
+        "depend on it): bfloat16 or float16 on CUDA, bfloat16 on a CPU with native bf16.",
     )
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_audio_seconds: float = Field(600.0, gt=0)

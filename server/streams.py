@@ -94,7 +94,7 @@ async def decode_chunks(
     seconds = runner.metrics.audio_seconds.labels(runner.name, "decode", "http_stream")
 
     def step(part: torch.Tensor | None) -> np.ndarray:
-        with runner.precision():
+        with runner.decode_precision():
             # None ends the stream: a decoder with lookahead still holds its last frames.
             audio = decoder.flush() if part is None else decoder.push(part[None])
             return audio[0].float().cpu().numpy()
@@ -139,9 +139,9 @@ class _Session:
         data = self._take(data)
         if not data:
             return b""
-        with self.runner.precision():
-            if self.op == "encode":
-                return self._encode(data)
+        if self.op == "encode":
+            return self._encode(data)
+        with self.runner.decode_precision():
             return self._decode(data)
 
     def _encode(self, data: bytes) -> bytes:
@@ -172,7 +172,7 @@ class _Session:
             raise StreamError(CLOSE_INVALID_DATA, f"{len(self.rest)} stray bytes at the end")
         if self.op == "decode":
             # A decoder with lookahead holds its last frames until the stream ends.
-            with self.runner.precision():
+            with self.runner.decode_precision():
                 audio = self.state.flush()[0].float().cpu().numpy()
             self.samples += audio.shape[-1]
             return pcm_bytes(audio, self.fmt)

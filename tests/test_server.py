@@ -313,3 +313,24 @@ def test_decoder_lookahead_model_streams_everything(tmp_path):
         body = b"".join(client.decode_stream(codes.tolist(), format="f32"))
         http = np.frombuffer(body, "<f4")
         assert http.shape == ref.shape and np.abs(http - ref).max() < 1e-5
+
+
+def test_bfloat16_decodes_in_bf16_and_never_changes_the_tokens(model_dir, codec):
+    """`dtype=bfloat16` on a CPU: tokens stay the float32 model's, exactly; decoding runs in
+    bf16 where oneDNN supports it (close to, not equal to, float32) and in float32 elsewhere."""
+    settings = Settings(_env_file=None, default_model=str(model_dir), dtype="bfloat16")
+    wav = pcm(1.5, seed=3)
+    data = audio_file(wav)
+    ref_codes = library_codes(codec, data)
+    ref_audio = library_audio(codec, ref_codes, len(wav))
+    with serve_in_thread(settings) as (base, _), WavtokClient(base, trust_env=False) as client:
+        result = client.encode(data)
+        assert np.array_equal(np.asarray(result.codes), ref_codes)
+        audio, _ = sf.read(io.BytesIO(client.decode(result, format="wav")), dtype="float32")
+    ref = as_int16(ref_audio).astype(np.float32) / 32768
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # bf16 rounding moves samples by tens of int16 steps (83 here), float32 by at most 1.
+        assert np.abs(audio - ref).max() > 8 * LSB / 32768
+        assert np.corrcoef(audio, ref)[0, 1] > 0.99
+    else:
+        np.testing.assert_allclose(audio, ref, atol=LSB / 32768)
