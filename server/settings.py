@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     dtype: Dtype = Field(
         "float32",
         description="Autocast dtype for decoding (encoding is always float32, so tokens never "
-        "depend on it): bfloat16 or float16 on CUDA, bfloat16 on a CPU with native bf16.",
+        "depend on it): bfloat16 or float16 on CUDA, bfloat16 on a CPU with oneDNN bf16 kernels.",
     )
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_audio_seconds: float = Field(600.0, gt=0)
