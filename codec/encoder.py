@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from codec.config import EncoderConfig
-from codec.layers import PaddedConv1d, stream_conv
+from codec.layers import PaddedConv1d, frame_mask, stream_conv
 from codec.pitch import PitchBranch, PitchStreamState
 
 with warnings.catch_warnings():
@@ -280,5 +280,5 @@ class Encoder(nn.Module):
 
 
 def _mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    steps = torch.arange(x.shape[-1], device=x.device)
-    return x * (steps[None, :] < lengths[:, None]).unsqueeze(1).to(x.dtype)
+    """(B, C, T) zeroed past each item's (B,) length, in x's dtype."""
+    return x * frame_mask(lengths, x.shape[-1]).to(x.dtype)
