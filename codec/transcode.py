@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument(
         "--workers", type=int, default=2, help="data-loading threads; 0 loads inline (2)"
     )
+    common.add_argument(
+        "--decode-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="decode precision: bfloat16 on CUDA or a bf16 CPU (2x faster here); "
+        "encoding is always float32 (float32)",
+    )
     common.add_argument("--strict", action="store_true", help="exit non-zero when any file fails")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
     common.add_argument(
@@ -126,7 +133,13 @@ def _check_device(device: str) -> None:
 
 
 def run_local(
-    batches: list[list[Item]], mode: str, model_dir: Path, device: str, workers: int, sink: Sink
+    batches: list[list[Item]],
+    mode: str,
+    model_dir: Path,
+    device: str,
+    workers: int,
+    sink: Sink,
+    decode_dtype: str = "float32",
 ) -> None:
     """Load with `workers` threads (`PREFETCH_BATCHES` batches ahead) while the model runs."""
     from functools import partial
@@ -134,7 +147,7 @@ def run_local(
     from codec.model import Codec
     from codec.transcode_core import Processor, load_item
 
-    process = Processor(Codec.from_pretrained(model_dir, device=device), mode)
+    process = Processor(Codec.from_pretrained(model_dir, device=device), mode, decode_dtype)
     load = partial(load_item, mode=mode, info=process.info)
     if workers == 0:
         for batch in batches:
@@ -252,7 +265,7 @@ def _job(
 
             run_ray(batches, mode, model_dir, info, args, sink)
         else:
-            run_local(batches, mode, model_dir, args.device, args.workers, sink)
+            run_local(batches, mode, model_dir, args.device, args.workers, sink, args.decode_dtype)
     except KeyboardInterrupt:
         bar.close()
         print("transcode: interrupted; rerun the same command to resume", file=sys.stderr)

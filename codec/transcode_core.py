@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from codec import tokenfile
+from codec import precision, tokenfile
 from codec.audio import AudioError, encode_audio_bytes, load_mono
 from codec.config import CodecConfig
 from codec.transcode import MODES
@@ -184,11 +184,13 @@ class Processor:
     item costs only itself.
     """
 
-    def __init__(self, codec: Any, mode: str) -> None:
+    def __init__(self, codec: Any, mode: str, decode_dtype: str = "float32") -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.codec, self.mode = codec, mode
         self.info = ModelInfo.from_config(codec.config)
+        # Decoding only (codec/precision.py): encoded tokens never depend on it.
+        self.decode_dtype = precision.decode_dtype(decode_dtype, codec.device)
 
     def __call__(self, batch: list[Loaded]) -> list[Result]:
         results = {
@@ -246,8 +248,9 @@ class Processor:
         batch = torch.zeros(len(codes), int(lengths.max()), dtype=torch.long)
         for i, c in enumerate(codes):
             batch[i, : c.shape[0]] = torch.from_numpy(np.asarray(c, dtype=np.int64))
-        audio, sample_lengths = self.codec.decode(batch, lengths, torch.tensor(num_samples))
-        audio = audio.cpu().numpy()
+        with precision.decode_autocast(self.decode_dtype, self.codec.device):
+            audio, sample_lengths = self.codec.decode(batch, lengths, torch.tensor(num_samples))
+        audio = audio.float().cpu().numpy()
         return [audio[i, 0, :n] for i, n in enumerate(sample_lengths.tolist())]
 
 

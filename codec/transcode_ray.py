@@ -42,7 +42,9 @@ def _load_row(row: dict[str, Any], mode: str, info: dict[str, Any]) -> dict[str,
 class ModelActor:
     """Ray actor: builds the codec once from config + weights, then processes batches."""
 
-    def __init__(self, blob: Any, mode: str, device: str, threads: int) -> None:
+    def __init__(
+        self, blob: Any, mode: str, device: str, threads: int, decode_dtype: str = "float32"
+    ) -> None:
         import ray
         import safetensors.torch
         import torch
@@ -55,7 +57,7 @@ class ModelActor:
         torch.set_num_threads(threads)
         codec = Codec(CodecConfig.model_validate(blob["config"]))
         codec.load_state_dict(safetensors.torch.load(blob["weights"]), strict=True)
-        self.process = Processor(codec.to(device).eval(), mode)
+        self.process = Processor(codec.to(device).eval(), mode, decode_dtype)
         self.dtype = np.int64 if mode == "decode" else np.float32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -165,6 +167,7 @@ def run_ray(
                 "mode": mode,
                 "device": args.device,
                 "threads": 1,
+                "decode_dtype": args.decode_dtype,
             },
             batch_size=args.batch_size,
             batch_format="numpy",

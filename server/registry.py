@@ -9,7 +9,6 @@ queue behind large offline batches.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from codec.model import Codec, resolve_model_dir
+from codec.precision import decode_autocast, decode_dtype
 from server import errors
 from server.batching import DynamicBatcher
 from server.metrics import Metrics
@@ -26,28 +26,9 @@ from server.settings import Settings
 
 log = logging.getLogger("wavtok.server")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Padded samples (or frames x hop) one batch may hold; longer mixes are split by length so a
 # single long request does not multiply the cost of many short ones.
 _BATCH_BUDGET_SECONDS = 120.0
-
-
-def _decode_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """The reduced precision to decode in, or None for float32. On a CPU only bfloat16, and only
-    where oneDNN has bf16 kernels (AVX-512 or AMX): 2x faster decoding on AVX512-BF16 here."""
-    dtype = _DTYPES[name]
-    if dtype == torch.float32:
-        return None
-    if device.type == "cuda":
-        return dtype
-    if (
-        dtype == torch.bfloat16
-        and device.type == "cpu"
-        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    ):
-        return dtype
-    log.warning("dtype %s ignored on %s: float32 is used", name, device)
-    return None
 
 
 @dataclass
@@ -81,7 +62,7 @@ class ModelRunner:
         self.name = codec.name
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"wavtok-{self.name}")
-        self._decode_dtype = _decode_dtype(settings.dtype, codec.device)
+        self._decode_dtype = decode_dtype(settings.dtype, codec.device)
         self._budget = int(_BATCH_BUDGET_SECONDS * codec.sample_rate)
         self.encoder = self._batcher("encode", self._encode_batch, settings)
         self.decoder = self._batcher("decode", self._decode_batch, settings)
@@ -121,9 +102,7 @@ class ModelRunner:
     def decode_precision(self):
         """The autocast that decoding runs under (`Settings.dtype`). Encoding never uses it: the
         tokens a server returns must not depend on how it was started."""
-        if self._decode_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.codec.device.type, dtype=self._decode_dtype)
+        return decode_autocast(self._decode_dtype, self.codec.device)
 
     # -- batch functions (executor thread) ---------------------------------------------------
     def _encode_batch(self, items: list[EncodeItem]) -> list[np.ndarray | BaseException]:

@@ -5,6 +5,7 @@ well under a second; the Ray tests share one local two-CPU instance.
 """
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -406,3 +407,24 @@ def test_journal_is_exclusive_and_survives_torn_lines(tmp_path):
         "a": {"input": "a", "n": 1},
         "c": {"input": "c", "n": 3},
     }
+
+
+def test_bfloat16_decode(reference, tiny_model_dir, tiny_causal, tmp_path):
+    """`--decode-dtype bfloat16` decodes in bf16 where oneDNN supports it (close to, not equal
+    to, float32) and in float32 elsewhere, with the same sample counts."""
+    argv = ["--model", tiny_model_dir, "--quiet"]
+    assert transcode("decode", reference, tmp_path / "f32", *argv) == 0
+    assert (
+        transcode("decode", reference, tmp_path / "bf16", *argv, "--decode-dtype", "bfloat16") == 0
+    )
+    f32, bf16 = tree(tmp_path / "f32", ".wav"), tree(tmp_path / "bf16", ".wav")
+    assert set(f32) == set(bf16) == with_suffix(GOOD, ".wav")
+    for name in f32:
+        a, _ = sf.read(io.BytesIO(f32[name]), dtype="int16")
+        b, _ = sf.read(io.BytesIO(bf16[name]), dtype="int16")
+        assert a.shape == b.shape
+        steps = np.abs(a.astype(np.int32) - b).max()
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            assert steps > 8 and np.corrcoef(a, b)[0, 1] > 0.99
+        else:
+            assert steps == 0
