@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from codec import precision
 from codec.audio import load_mono
-from codec.metrics import METRIC_RATE, match_length, pesq_wb, resample, stoi_score
+from codec.metrics import score_clip
 from codec.model import Codec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,13 +32,13 @@ def score(codec: Codec, clip: Path) -> list[float]:
     with torch.inference_mode():
         codes, _ = codec.encode(wav[None, None])
         decoded = [codec.decode(codes, num_samples=n)[0][0, 0]]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = precision.decode_dtype("bfloat16", codec.device)
+        with precision.decode_autocast(bf16, codec.device):
             decoded.append(codec.decode(codes, num_samples=n)[0][0, 0].float())
-    ref = resample(wav, codec.sample_rate, METRIC_RATE).numpy()
     out: list[float] = []
     for audio in decoded:
-        deg = match_length(resample(audio, codec.sample_rate, METRIC_RATE).numpy(), len(ref))
-        out += [pesq_wb(ref, deg), stoi_score(ref, deg)]
+        scores = score_clip(wav, codec.sample_rate, audio, codec.sample_rate, with_dnsmos=False)
+        out += [scores.pesq_wb, scores.stoi]
     return out
 
 

@@ -106,15 +106,19 @@ def _measure(name: str, seconds: float, reps: int, threads: int, decode_dtype: s
     """Runs inside the spawned child: build, time and measure one model."""
     import torch
 
+    from codec import precision
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     sample_rate = 24000
     wav = 0.1 * torch.randn(1, 1, int(seconds * sample_rate))
     baseline = _rss_mib()
     model, encode, decode_float32, bitrate, causal = _build(name)
+    # The server's rule (float32 where the CPU has no bf16 kernels), EnCodec included.
+    reduced = precision.decode_dtype(decode_dtype, "cpu")
 
     def decode(codes):
-        with torch.autocast("cpu", torch.bfloat16, enabled=decode_dtype == "bfloat16"):
+        with precision.decode_autocast(reduced, "cpu"):
             return decode_float32(codes)
 
     params = sum(p.numel() for p in model.parameters())

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from codec.precision import DTYPE_NAMES
 from codec.transcode_plan import discover, make_batches, make_items, probe
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     common.add_argument(
         "--decode-dtype",
-        choices=["float32", "bfloat16", "float16"],
+        choices=DTYPE_NAMES,
         default="float32",
         help="decode precision: bfloat16 on CUDA or a bf16 CPU (2x faster here); "
         "encoding is always float32 (float32)",

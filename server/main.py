@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from codec.precision import DTYPE_NAMES
 from server.settings import Settings
 
 
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="where model names are looked up (WAVTOK_MODELS_DIR)")
     p.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "float16"],
+        choices=DTYPE_NAMES,
         help="decode precision (bfloat16: CUDA or a bf16 CPU)",
     )
     p.add_argument("--log-level", help="uvicorn log level (default info)")

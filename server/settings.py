@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from codec.model import DEFAULT_MODEL
-
-Dtype = Literal["float32", "bfloat16", "float16"]
+from codec.precision import DecodeDtype
 
 
 class Settings(BaseSettings):
@@ -37,7 +36,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Extra model names or directories to serve."
     )
     device: str = "cpu"
-    dtype: Dtype = Field(
+    dtype: DecodeDtype = Field(
         "float32",
         description="Autocast dtype for decoding (encoding is always float32, so tokens never "
         "depend on it): bfloat16 or float16 on CUDA, bfloat16 on a CPU with oneDNN bf16 kernels.",
