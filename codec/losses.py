@@ -1,5 +1,6 @@
 """Training losses: multi-resolution log-mel L1, multi-resolution linear STFT, band-envelope
-correlation, adversarial (hinge or least squares), feature matching and the harmonic source's
+correlation, a differentiable PESQ proxy (torch-pesq), adversarial (hinge or least squares),
+feature matching and the harmonic source's
 pitch loss.
 
 Waveforms are (B, 1, T) or (B, T) samples at 24 kHz."""
@@ -137,6 +138,37 @@ class BandEnvelopeLoss(nn.Module):
         active = level > level.amax(-1, keepdim=True) - self.dynamic_range_db
         weight = active[:, None].float().expand_as(corr)
         return 1 - (corr * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+class PesqProxyLoss(nn.Module):
+    """torch-pesq's differentiable PESQ disturbance (ITU-T P.862 at 16 kHz) as a loss.
+
+    A log-mel L1 weighs every band and frame alike; PESQ judges loudness-compressed Bark bands
+    with masking and a dead zone, punishes added energy (noise between harmonics, buzz) more
+    than missing energy and sums the worst ~320 ms stretches hardest. This is torch-pesq's
+    0.1 d_symm + 0.0309 d_asymm, the raw score before the MOS mapping (lower is better; it
+    lacks P.862's time alignment, which a codec's aligned output does not need). It is a
+    proxy of an evaluation measure, so a model trained with it must also be judged on
+    measures it was not trained on (mel L1, DNSMOS).
+    """
+
+    def __init__(self, sample_rate: int = 24000):
+        super().__init__()
+        from torch_pesq import PesqLoss  # training only: the codec never needs it
+
+        self.pesq = PesqLoss(1.0, sample_rate=sample_rate)
+        # 20 frames of 256 samples at 16 kHz plus the 512-sample window, at `sample_rate`.
+        self.min_samples = math.ceil((19 * 256 + 512) * sample_rate / 16000)
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) or (B, T) decoded and reference samples at `sample_rate` -> scalar >= 0."""
+        fake, real = (
+            fake.reshape(fake.shape[0], -1).float(),
+            real.reshape(real.shape[0], -1).float(),
+        )
+        if fake.shape[-1] < self.min_samples:
+            raise ValueError("segments are shorter than one PESQ window (~340 ms)")
+        return self.pesq(real, fake).float().mean()
 
 
 def discriminator_loss(

@@ -31,6 +31,7 @@ from codec.losses import (
     LatentPitchHead,
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
+    PesqProxyLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adv_loss,
@@ -91,6 +92,9 @@ class Trainer:
         self.mel_loss = MultiResolutionMelLoss(self.codec.sample_rate).to(self.device)
         self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
         self.envelope_loss = BandEnvelopeLoss(self.codec.sample_rate).to(self.device)
+        self.pesq_loss = (
+            PesqProxyLoss(self.codec.sample_rate).to(self.device) if cfg.losses.pesq else None
+        )
         # Trained with the generator, saved in checkpoints, never exported.
         self.latent_pitch = (
             LatentPitchHead(self.codec.config.quantizer.codebook_dim).to(self.device)
@@ -189,6 +193,14 @@ class Trainer:
             return None
         return save_checkpoint(self.run_dir, self.step, self.state(), self.cfg.keep_last)
 
+    def _teacher_forced(self) -> bool:
+        # Drawn from the data generator (checkpointed), and only when it is a coin toss, so
+        # that resumes are exact and configs at 0 or 1 keep their data stream.
+        share = self.cfg.teacher_f0
+        if share in (0.0, 1.0):
+            return share == 1.0
+        return bool(torch.rand((), generator=self.gen) < share)
+
     # -- one step --------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         cfg, w = self.cfg, self.cfg.losses
@@ -203,8 +215,9 @@ class Trainer:
         f0 = voiced = None
         if self.codec.decoder.head.source is not None or self.latent_pitch is not None:
             f0, voiced = estimate_f0(real[:, 0], self.codec.sample_rate, self.codec.hop_length)
+        source_f0 = f0 if self._teacher_forced() else None
         with autocast:
-            out = self.g_model(real, f0=f0)
+            out = self.g_model(real, f0=source_f0)
         fake = out.audio[:, None, : real.shape[-1]].float()
         adversarial = self.step >= cfg.warmup_steps
         logs: dict[str, float] = {}
@@ -243,6 +256,10 @@ class Trainer:
             envelope = self.envelope_loss(fake, real)
             loss_g = loss_g + w.envelope * envelope
             logs["loss/envelope"] = float(envelope.detach())
+        if self.pesq_loss is not None:
+            pesq = self.pesq_loss(fake, real)
+            loss_g = loss_g + w.pesq * pesq
+            logs["loss/pesq"] = float(pesq.detach())
         if adversarial:
             with autocast:
                 d_fake = self.d_model(fake[:n_disc])
@@ -326,7 +343,7 @@ class Trainer:
                     )
                     + "".join(
                         f" {key} {logs['loss/' + key]:.3f}"
-                        for key in ("pitch", "encoder_pitch")
+                        for key in ("pitch", "encoder_pitch", "pesq")
                         if "loss/" + key in logs
                     )
                     + f" codes {logs['codebook/codes_used_in_batch']} restarted {logs['codebook/dead_codes_restarted']}"

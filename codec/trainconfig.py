@@ -23,6 +23,8 @@ class LossWeights(BaseModel):
     # The same pitch loss on a linear read-out of the VQ's lookup vectors
     # (losses.LatentPitchHead, training only), so the encoder is taught pitch directly; 0: off.
     encoder_pitch: float = 0.0
+    # torch-pesq's differentiable PESQ disturbance (losses.PesqProxyLoss); 0 leaves it out.
+    pesq: float = 0.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     # WavTokenizer weighs the commitment loss at 1000.
@@ -80,14 +82,20 @@ class TrainConfig(BaseModel):
     # bf16 autocast on a CPU (GPUs always use it): ~1.3x faster steps on a CPU with AVX512-BF16,
     # the same losses; the quantizer and the losses stay in float32.
     cpu_bf16: bool = False
+    # Share of steps whose harmonic source is driven by the F0 estimated from the input (teacher
+    # forcing); the others use the decoder's own F0, as inference does, so the rest of the
+    # decoder learns to live with its pitch errors. 1.0 (always teacher forcing) as before.
+    teacher_f0: float = Field(1.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _segments_fit_the_envelope_loss(self) -> TrainConfig:
-        # BandEnvelopeLoss correlates 30 frames of 13.3 ms: a segment must hold one window.
-        if self.losses.envelope > 0 and self.segment_seconds < 0.4:
-            raise ValueError(
-                f"the envelope loss needs segment_seconds >= 0.4, got {self.segment_seconds}"
-            )
+    def _segments_fit_the_windowed_losses(self) -> TrainConfig:
+        # BandEnvelopeLoss correlates 30 frames of 13.3 ms, PesqProxyLoss sums 20 frames of
+        # 16 ms: a segment must hold one such window.
+        for name in ("envelope", "pesq"):
+            if getattr(self.losses, name) > 0 and self.segment_seconds < 0.4:
+                raise ValueError(
+                    f"the {name} loss needs segment_seconds >= 0.4, got {self.segment_seconds}"
+                )
         return self
 
     def codec_config(self) -> CodecConfig:

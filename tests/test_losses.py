@@ -3,7 +3,12 @@ import math
 import pytest
 import torch
 
-from codec.losses import BandEnvelopeLoss, MultiResolutionMelLoss, MultiResolutionSTFTLoss
+from codec.losses import (
+    BandEnvelopeLoss,
+    MultiResolutionMelLoss,
+    MultiResolutionSTFTLoss,
+    PesqProxyLoss,
+)
 
 
 def _harmonic(f0: float, seconds: float = 1.0, rate: int = 24000) -> torch.Tensor:
@@ -72,3 +77,16 @@ def test_envelope_loss_has_gradients_and_survives_silence():
 def test_envelope_loss_rejects_segments_shorter_than_a_window():
     with pytest.raises(ValueError, match="envelope window"):
         BandEnvelopeLoss()(torch.randn(1, 4800), torch.randn(1, 4800))
+
+
+def test_pesq_proxy_loss_grows_with_the_disturbance_and_has_gradients():
+    pesq = PesqProxyLoss()
+    ref = _modulated_noise(0, 4.0, 1.0)[:, None] + 0.3 * _harmonic(120.0)
+    noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    scores = [float(pesq(ref + level * noise, ref)) for level in (0.0, 0.01, 0.1)]
+    assert scores[0] < 0.05 < scores[1] < scores[2]
+    fake = (ref + 0.05 * noise).expand(2, -1, -1).clone().requires_grad_()
+    pesq(fake, ref.expand(2, -1, -1)).backward()
+    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="PESQ window"):
+        pesq(torch.randn(1, 4800), torch.randn(1, 4800))
