@@ -1,7 +1,6 @@
 """Training losses: multi-resolution log-mel L1, multi-resolution linear STFT, band-envelope
 correlation, a differentiable PESQ proxy (torch-pesq), adversarial (hinge or least squares),
-feature matching and the harmonic source's
-pitch loss.
+feature matching and the harmonic source's pitch loss.
 
 Waveforms are (B, 1, T) or (B, T) samples at 24 kHz."""
 
@@ -168,7 +167,12 @@ class PesqProxyLoss(nn.Module):
         )
         if fake.shape[-1] < self.min_samples:
             raise ValueError("segments are shorter than one PESQ window (~340 ms)")
-        return self.pesq(real, fake).float().mean()
+        # PESQ is undefined for an all-silent signal (torch-pesq divides by zero, in the loss
+        # and its gradient), so such items count for nothing.
+        scored = (real.abs().amax(-1) > 1e-4) & (fake.abs().amax(-1) > 0)
+        if not bool(scored.any()):
+            return fake.sum() * 0.0
+        return self.pesq(real[scored], fake[scored]).float().sum() / real.shape[0]
 
 
 def discriminator_loss(

@@ -117,6 +117,7 @@ class Trainer:
         self.seg_len = max(hop, round(cfg.segment_seconds * self.codec.sample_rate / hop) * hop)
         self.step = 0
         self.audio_seconds_seen = 0.0
+        self.skipped_updates = 0  # updates dropped for a non-finite gradient (not checkpointed)
         self.stop_requested = False
         self.g_model = self.codec
         self.d_model = self.discs
@@ -233,8 +234,12 @@ class Trainer:
                 )
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            torch.nn.utils.clip_grad_norm_(self.discs.parameters(), cfg.grad_clip)
-            self.opt_d.step()
+            if torch.isfinite(
+                torch.nn.utils.clip_grad_norm_(self.discs.parameters(), cfg.grad_clip)
+            ):
+                self.opt_d.step()
+            else:
+                self.skipped_updates += 1
             self.sched_d.step()
             logs["loss/discriminator"] = float(loss_d.detach())
         mel = self.mel_loss(fake, real)
@@ -276,7 +281,14 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for group in self.opt_g.param_groups for p in group["params"]], cfg.grad_clip
         )
-        self.opt_g.step()
+        # One non-finite gradient would turn every weight into NaN for good (and the next
+        # checkpoint with it): skip that update instead. After DDP's all-reduce every rank
+        # sees the same norm, so all ranks skip together.
+        if torch.isfinite(grad_norm):
+            self.opt_g.step()
+        else:
+            self.skipped_updates += 1
+            logs["nonfinite/skipped_updates"] = self.skipped_updates
         self.sched_g.step()
         usage = codebook_usage(out.vq.codes, self.codec.codebook_size)
         logs.update(
@@ -347,7 +359,8 @@ class Trainer:
                         if "loss/" + key in logs
                     )
                     + f" codes {logs['codebook/codes_used_in_batch']} restarted {logs['codebook/dead_codes_restarted']}"
-                    f" | {rate:.1f} audio-s/s, {time.time() - last:.1f}s, ETA {eta / 60:.0f} min"
+                    + (f" skipped {self.skipped_updates}" if self.skipped_updates else "")
+                    + f" | {rate:.1f} audio-s/s, {time.time() - last:.1f}s, ETA {eta / 60:.0f} min"
                 )
                 last = time.time()
             if self.step % self.cfg.checkpoint_every == 0:

@@ -90,3 +90,17 @@ def test_pesq_proxy_loss_grows_with_the_disturbance_and_has_gradients():
     assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="PESQ window"):
         pesq(torch.randn(1, 4800), torch.randn(1, 4800))
+
+
+def test_pesq_proxy_loss_leaves_silent_items_out():
+    pesq = PesqProxyLoss()
+    ref = (_modulated_noise(0, 4.0, 1.0)[:, None] + 0.3 * _harmonic(120.0)).expand(2, -1, -1)
+    ref = ref.clone()
+    ref[1] = 0.0  # an all-silent crop: torch-pesq alone returns NaN for it
+    fake = (ref + 0.05).clone().requires_grad_()
+    loss = pesq(fake, ref)
+    loss.backward()
+    assert math.isfinite(float(loss)) and float(loss) > 0
+    assert torch.isfinite(fake.grad).all() and fake.grad[1].abs().sum() == 0
+    silent = torch.zeros(1, 1, 24000, requires_grad=True)
+    assert float(pesq(silent, torch.zeros(1, 1, 24000))) == 0.0

@@ -423,3 +423,18 @@ def test_pesq_proxy_loss_trains(prepared, tmp_path):
     logs = [trainer.train_step() for _ in range(2)]
     assert all(math.isfinite(entry["loss/pesq"]) and entry["loss/pesq"] > 0 for entry in logs)
     assert "loss/pesq" not in Trainer(_cfg(), [prepared], tmp_path / "off", "cpu").train_step()
+
+
+def test_a_non_finite_gradient_skips_the_update(prepared, tmp_path):
+    trainer = Trainer(_cfg(), [prepared], tmp_path / "nan", "cpu")
+    real_mel_loss = trainer.mel_loss
+    trainer.mel_loss = lambda fake, real: real_mel_loss(fake, real) + (fake * float("nan")).mean()
+    before = [p.detach().clone() for p in trainer.codec.parameters()]
+    logs = trainer.train_step()
+    assert logs["nonfinite/skipped_updates"] == 1 and trainer.step == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.codec.parameters(), strict=True))
+    trainer.mel_loss = real_mel_loss
+    trainer.train_step()
+    after = list(trainer.codec.parameters())
+    assert all(torch.isfinite(p).all() for p in after)
+    assert not all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
