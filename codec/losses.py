@@ -1,5 +1,5 @@
 """Training losses: multi-resolution log-mel L1, multi-resolution linear STFT, band-envelope
-correlation, a differentiable PESQ proxy (torch-pesq), adversarial (hinge or least squares),
+correlation, differentiable PESQ and STOI proxies (torch-pesq, torch-stoi), adversarial (hinge or least squares),
 feature matching and the harmonic source's pitch loss.
 
 Waveforms are (B, 1, T) or (B, T) samples at 24 kHz."""
@@ -173,6 +173,33 @@ class PesqProxyLoss(nn.Module):
         if not bool(scored.any()):
             return fake.sum() * 0.0
         return self.pesq(real[scored], fake[scored]).float().sum() / real.shape[0]
+
+
+class StoiProxyLoss(nn.Module):
+    """1 - torch-stoi's differentiable STOI (Taal et al. 2011: 10 kHz, third-octave band
+    envelopes over 384 ms, clipped at -15 dB SDR, correlated; silent frames dropped).
+
+    The same measure as BandEnvelopeLoss, followed exactly instead of approximated: STOI's
+    clipping and level normalisation and its frame dropping, at its own 10 kHz. A proxy of an
+    evaluation measure, like PesqProxyLoss, with the same caveat.
+    """
+
+    def __init__(self, sample_rate: int = 24000):
+        super().__init__()
+        from torch_stoi import NegSTOILoss  # training only: the codec never needs it
+
+        self.neg_stoi = NegSTOILoss(sample_rate, use_vad=True)
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) or (B, T) decoded and reference samples, T >= ~0.4 s -> scalar in [0, 2]."""
+        fake, real = (
+            fake.reshape(fake.shape[0], -1).float(),
+            real.reshape(real.shape[0], -1).float(),
+        )
+        scored = real.abs().amax(-1) > 1e-4  # STOI is undefined without speech
+        if not bool(scored.any()):
+            return fake.sum() * 0.0
+        return (1 + self.neg_stoi(fake[scored], real[scored])).sum() / real.shape[0]
 
 
 def discriminator_loss(

@@ -32,6 +32,7 @@ from codec.losses import (
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     PesqProxyLoss,
+    StoiProxyLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adv_loss,
@@ -94,6 +95,9 @@ class Trainer:
         self.envelope_loss = BandEnvelopeLoss(self.codec.sample_rate).to(self.device)
         self.pesq_loss = (
             PesqProxyLoss(self.codec.sample_rate).to(self.device) if cfg.losses.pesq else None
+        )
+        self.stoi_loss = (
+            StoiProxyLoss(self.codec.sample_rate).to(self.device) if cfg.losses.stoi else None
         )
         # Trained with the generator, saved in checkpoints, never exported.
         self.latent_pitch = (
@@ -265,6 +269,10 @@ class Trainer:
             pesq = self.pesq_loss(fake, real)
             loss_g = loss_g + w.pesq * pesq
             logs["loss/pesq"] = float(pesq.detach())
+        if self.stoi_loss is not None:
+            stoi = self.stoi_loss(fake, real)
+            loss_g = loss_g + w.stoi * stoi
+            logs["loss/stoi"] = float(stoi.detach())
         if adversarial:
             with autocast:
                 d_fake = self.d_model(fake[:n_disc])
@@ -355,7 +363,7 @@ class Trainer:
                     )
                     + "".join(
                         f" {key} {logs['loss/' + key]:.3f}"
-                        for key in ("pitch", "encoder_pitch", "pesq")
+                        for key in ("pitch", "encoder_pitch", "pesq", "stoi")
                         if "loss/" + key in logs
                     )
                     + f" codes {logs['codebook/codes_used_in_batch']} restarted {logs['codebook/dead_codes_restarted']}"

@@ -25,6 +25,8 @@ class LossWeights(BaseModel):
     encoder_pitch: float = 0.0
     # torch-pesq's differentiable PESQ disturbance (losses.PesqProxyLoss); 0 leaves it out.
     pesq: float = 0.0
+    # 1 - torch-stoi's differentiable STOI (losses.StoiProxyLoss); 0 leaves it out.
+    stoi: float = 0.0
     adversarial: float = 1.0
     feature_matching: float = 2.0
     # WavTokenizer weighs the commitment loss at 1000.
@@ -89,9 +91,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _segments_fit_the_windowed_losses(self) -> TrainConfig:
-        # BandEnvelopeLoss correlates 30 frames of 13.3 ms, PesqProxyLoss sums 20 frames of
-        # 16 ms: a segment must hold one such window.
-        for name in ("envelope", "pesq"):
+        # BandEnvelopeLoss correlates 30 frames of 13.3 ms, StoiProxyLoss 30 of 12.8 ms,
+        # PesqProxyLoss sums 20 frames of 16 ms: a segment must hold one such window.
+        for name in ("envelope", "pesq", "stoi"):
             if getattr(self.losses, name) > 0 and self.segment_seconds < 0.4:
                 raise ValueError(
                     f"the {name} loss needs segment_seconds >= 0.4, got {self.segment_seconds}"

@@ -8,6 +8,7 @@ from codec.losses import (
     MultiResolutionMelLoss,
     MultiResolutionSTFTLoss,
     PesqProxyLoss,
+    StoiProxyLoss,
 )
 
 
@@ -104,3 +105,21 @@ def test_pesq_proxy_loss_leaves_silent_items_out():
     assert torch.isfinite(fake.grad).all() and fake.grad[1].abs().sum() == 0
     silent = torch.zeros(1, 1, 24000, requires_grad=True)
     assert float(pesq(silent, torch.zeros(1, 1, 24000))) == 0.0
+
+
+def test_stoi_proxy_loss_follows_pystoi_and_has_gradients():
+    from pystoi import stoi as pystoi
+
+    loss = StoiProxyLoss()
+    ref = _modulated_noise(0, 4.0, 1.5)[:, None] + 0.3 * _harmonic(120.0, 1.5)
+    noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    for level in (0.02, 0.3):
+        fake = ref + level * noise
+        expected = 1 - pystoi(ref.flatten().numpy(), fake.flatten().numpy(), 24000)
+        assert float(loss(fake, ref)) == pytest.approx(expected, abs=0.03)
+    assert float(loss(ref + 0.02 * noise, ref)) < float(loss(ref + 0.3 * noise, ref))
+    fake = torch.cat([ref + 0.1 * noise, torch.zeros_like(ref) + 0.1 * noise]).requires_grad_()
+    value = loss(fake, torch.cat([ref, torch.zeros_like(ref)]))  # the silent item counts for 0
+    value.backward()
+    assert math.isfinite(float(value)) and torch.isfinite(fake.grad).all()
+    assert fake.grad[1].abs().sum() == 0 and fake.grad[0].abs().sum() > 0

@@ -413,16 +413,18 @@ def test_teacher_f0_share_chooses_which_pitch_drives_the_source(prepared, tmp_pa
         TrainConfig(teacher_f0=1.5)
 
 
-def test_pesq_proxy_loss_trains(prepared, tmp_path):
+@pytest.mark.parametrize("name", ["pesq", "stoi"])
+def test_metric_proxy_losses_train(prepared, tmp_path, name):
     data = _cfg().model_dump()
-    data["losses"]["pesq"] = 10.0
+    data["losses"][name] = 10.0
     with pytest.raises(ValueError, match="segment_seconds >= 0.4"):
         TrainConfig.model_validate(data)
     data.update(segment_seconds=0.5, warmup_steps=10)
-    trainer = Trainer(TrainConfig.model_validate(data), [prepared], tmp_path / "pesq", "cpu")
+    trainer = Trainer(TrainConfig.model_validate(data), [prepared], tmp_path / name, "cpu")
     logs = [trainer.train_step() for _ in range(2)]
-    assert all(math.isfinite(entry["loss/pesq"]) and entry["loss/pesq"] > 0 for entry in logs)
-    assert "loss/pesq" not in Trainer(_cfg(), [prepared], tmp_path / "off", "cpu").train_step()
+    key = f"loss/{name}"
+    assert all(math.isfinite(entry[key]) and entry[key] > 0 for entry in logs)
+    assert key not in Trainer(_cfg(), [prepared], tmp_path / "off", "cpu").train_step()
 
 
 def test_a_non_finite_gradient_skips_the_update(prepared, tmp_path):
