@@ -1,6 +1,6 @@
 """Training losses: multi-resolution log-mel L1, multi-resolution linear STFT, band-envelope
-correlation, differentiable PESQ and STOI proxies (torch-pesq, torch-stoi), adversarial (hinge or least squares),
-feature matching and the harmonic source's pitch loss.
+correlation, differentiable PESQ and STOI proxies (torch-pesq, torch-stoi), adversarial (hinge
+or least squares), feature matching and the harmonic source's pitch loss.
 
 Waveforms are (B, 1, T) or (B, T) samples at 24 kHz."""
 
@@ -189,6 +189,8 @@ class StoiProxyLoss(nn.Module):
         from torch_stoi import NegSTOILoss  # training only: the codec never needs it
 
         self.neg_stoi = NegSTOILoss(sample_rate, use_vad=True)
+        # 30 frames of 128 samples at 10 kHz plus the 256-sample window, at `sample_rate`.
+        self.min_samples = math.ceil((29 * 128 + 256) * sample_rate / 10000)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) or (B, T) decoded and reference samples, T >= ~0.4 s -> scalar in [0, 2]."""
@@ -196,6 +198,8 @@ class StoiProxyLoss(nn.Module):
             fake.reshape(fake.shape[0], -1).float(),
             real.reshape(real.shape[0], -1).float(),
         )
+        if fake.shape[-1] < self.min_samples:
+            raise ValueError("segments are shorter than one STOI window (~400 ms)")
         scored = real.abs().amax(-1) > 1e-4  # STOI is undefined without speech
         if not bool(scored.any()):
             return fake.sum() * 0.0

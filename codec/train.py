@@ -244,6 +244,7 @@ class Trainer:
                 self.opt_d.step()
             else:
                 self.skipped_updates += 1
+                logs["nonfinite/skipped_updates"] = self.skipped_updates
             self.sched_d.step()
             logs["loss/discriminator"] = float(loss_d.detach())
         mel = self.mel_loss(fake, real)

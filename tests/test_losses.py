@@ -123,3 +123,5 @@ def test_stoi_proxy_loss_follows_pystoi_and_has_gradients():
     value.backward()
     assert math.isfinite(float(value)) and torch.isfinite(fake.grad).all()
     assert fake.grad[1].abs().sum() == 0 and fake.grad[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="STOI window"):
+        loss(torch.randn(1, 4800), torch.randn(1, 4800))
