@@ -139,8 +139,37 @@ class BandEnvelopeLoss(nn.Module):
         return 1 - (corr * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-class PesqProxyLoss(nn.Module):
-    """torch-pesq's differentiable PESQ disturbance (ITU-T P.862 at 16 kHz) as a loss.
+class _MetricProxyLoss(nn.Module):
+    """The mean per-item score of a differentiable copy of an evaluation measure, over the
+    items where the measure is defined (the others count for nothing)."""
+
+    min_samples: int  # one analysis window at the input's rate
+    window: str  # names that window in the error
+
+    def defined(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B, T), (B, T) -> (B,) bool: the measure is undefined for an all-silent reference."""
+        return real.abs().amax(-1) > 1e-4
+
+    def per_item(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B', T), (B', T) samples -> (B',) scores, lower is better."""
+        raise NotImplementedError
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) or (B, T) decoded and reference samples -> scalar."""
+        fake, real = (
+            fake.reshape(fake.shape[0], -1).float(),
+            real.reshape(real.shape[0], -1).float(),
+        )
+        if fake.shape[-1] < self.min_samples:
+            raise ValueError(f"segments are shorter than one {self.window}")
+        scored = self.defined(fake, real)
+        if not bool(scored.any()):
+            return fake.sum() * 0.0
+        return self.per_item(fake[scored], real[scored]).float().sum() / real.shape[0]
+
+
+class PesqProxyLoss(_MetricProxyLoss):
+    """torch-pesq's differentiable PESQ disturbance (ITU-T P.862 at 16 kHz) as a loss, >= 0.
 
     A log-mel L1 weighs every band and frame alike; PESQ judges loudness-compressed Bark bands
     with masking and a dead zone, punishes added energy (noise between harmonics, buzz) more
@@ -151,6 +180,8 @@ class PesqProxyLoss(nn.Module):
     measures it was not trained on (mel L1, DNSMOS).
     """
 
+    window = "PESQ window (~340 ms)"
+
     def __init__(self, sample_rate: int = 24000):
         super().__init__()
         from torch_pesq import PesqLoss  # training only: the codec never needs it
@@ -159,30 +190,24 @@ class PesqProxyLoss(nn.Module):
         # 20 frames of 256 samples at 16 kHz plus the 512-sample window, at `sample_rate`.
         self.min_samples = math.ceil((19 * 256 + 512) * sample_rate / 16000)
 
-    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """(B, 1, T) or (B, T) decoded and reference samples at `sample_rate` -> scalar >= 0."""
-        fake, real = (
-            fake.reshape(fake.shape[0], -1).float(),
-            real.reshape(real.shape[0], -1).float(),
-        )
-        if fake.shape[-1] < self.min_samples:
-            raise ValueError("segments are shorter than one PESQ window (~340 ms)")
-        # PESQ is undefined for an all-silent signal (torch-pesq divides by zero, in the loss
-        # and its gradient), so such items count for nothing.
-        scored = (real.abs().amax(-1) > 1e-4) & (fake.abs().amax(-1) > 0)
-        if not bool(scored.any()):
-            return fake.sum() * 0.0
-        return self.pesq(real[scored], fake[scored]).float().sum() / real.shape[0]
+    def defined(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        # torch-pesq divides by zero, in the loss and its gradient, for an all-silent signal.
+        return super().defined(fake, real) & (fake.abs().amax(-1) > 0)
+
+    def per_item(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        return self.pesq(real, fake)
 
 
-class StoiProxyLoss(nn.Module):
+class StoiProxyLoss(_MetricProxyLoss):
     """1 - torch-stoi's differentiable STOI (Taal et al. 2011: 10 kHz, third-octave band
-    envelopes over 384 ms, clipped at -15 dB SDR, correlated; silent frames dropped).
+    envelopes over 384 ms, clipped at -15 dB SDR, correlated; silent frames dropped), in [0, 2].
 
     The same measure as BandEnvelopeLoss, followed exactly instead of approximated: STOI's
     clipping and level normalisation and its frame dropping, at its own 10 kHz. A proxy of an
     evaluation measure, like PesqProxyLoss, with the same caveat.
     """
+
+    window = "STOI window (~400 ms)"
 
     def __init__(self, sample_rate: int = 24000):
         super().__init__()
@@ -192,18 +217,8 @@ class StoiProxyLoss(nn.Module):
         # 30 frames of 128 samples at 10 kHz plus the 256-sample window, at `sample_rate`.
         self.min_samples = math.ceil((29 * 128 + 256) * sample_rate / 10000)
 
-    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """(B, 1, T) or (B, T) decoded and reference samples, T >= ~0.4 s -> scalar in [0, 2]."""
-        fake, real = (
-            fake.reshape(fake.shape[0], -1).float(),
-            real.reshape(real.shape[0], -1).float(),
-        )
-        if fake.shape[-1] < self.min_samples:
-            raise ValueError("segments are shorter than one STOI window (~400 ms)")
-        scored = real.abs().amax(-1) > 1e-4  # STOI is undefined without speech
-        if not bool(scored.any()):
-            return fake.sum() * 0.0
-        return (1 + self.neg_stoi(fake[scored], real[scored])).sum() / real.shape[0]
+    def per_item(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        return 1 + self.neg_stoi(fake, real)
 
 
 def discriminator_loss(

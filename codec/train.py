@@ -91,14 +91,20 @@ class Trainer:
             d.mpd_channels, d.mrd_channels, d.msstft_filters, d.families
         ).to(self.device)
         self.mel_loss = MultiResolutionMelLoss(self.codec.sample_rate).to(self.device)
-        self.stft_loss = MultiResolutionSTFTLoss().to(self.device)
-        self.envelope_loss = BandEnvelopeLoss(self.codec.sample_rate).to(self.device)
-        self.pesq_loss = (
-            PesqProxyLoss(self.codec.sample_rate).to(self.device) if cfg.losses.pesq else None
-        )
-        self.stoi_loss = (
-            StoiProxyLoss(self.codec.sample_rate).to(self.device) if cfg.losses.stoi else None
-        )
+        # Optional waveform losses (fake, real) -> scalar, built only when weighted, in the
+        # order they are added to the generator's loss.
+        rate = self.codec.sample_rate
+        optional = {
+            "stft": MultiResolutionSTFTLoss,
+            "envelope": lambda: BandEnvelopeLoss(rate),
+            "pesq": lambda: PesqProxyLoss(rate),
+            "stoi": lambda: StoiProxyLoss(rate),
+        }
+        self.weighted_losses = {
+            name: make().to(self.device)
+            for name, make in optional.items()
+            if getattr(cfg.losses, name)
+        }
         # Trained with the generator, saved in checkpoints, never exported.
         self.latent_pitch = (
             LatentPitchHead(self.codec.config.quantizer.codebook_dim).to(self.device)
@@ -258,22 +264,10 @@ class Trainer:
             encoder_pitch = pitch_loss(self.latent_pitch_model(out.vq.lookup), f0, voiced)
             loss_g = loss_g + w.encoder_pitch * encoder_pitch
             logs["loss/encoder_pitch"] = float(encoder_pitch.detach())
-        if w.stft:
-            stft = self.stft_loss(fake, real)
-            loss_g = loss_g + w.stft * stft
-            logs["loss/stft"] = float(stft.detach())
-        if w.envelope:
-            envelope = self.envelope_loss(fake, real)
-            loss_g = loss_g + w.envelope * envelope
-            logs["loss/envelope"] = float(envelope.detach())
-        if self.pesq_loss is not None:
-            pesq = self.pesq_loss(fake, real)
-            loss_g = loss_g + w.pesq * pesq
-            logs["loss/pesq"] = float(pesq.detach())
-        if self.stoi_loss is not None:
-            stoi = self.stoi_loss(fake, real)
-            loss_g = loss_g + w.stoi * stoi
-            logs["loss/stoi"] = float(stoi.detach())
+        for name, loss_fn in self.weighted_losses.items():
+            value = loss_fn(fake, real)
+            loss_g = loss_g + getattr(w, name) * value
+            logs[f"loss/{name}"] = float(value.detach())
         if adversarial:
             with autocast:
                 d_fake = self.d_model(fake[:n_disc])
