@@ -12,7 +12,8 @@ rm -rf .whl && mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-    soundfile pydantic pydantic_core cffi pycparser annotated-types typing-inspection 2>/dev/null
+    soundfile pydantic pydantic_core cffi pycparser annotated-types typing-inspection \
+    torch-stoi==0.2.3 pystoi 2>/dev/null
 python3 -m pip wheel -q --no-deps -w .whl encodec==0.1.1 2>/dev/null
 rm -rf data/carry && mkdir -p data/carry
 for f in "$SRC"/audio/*.flac; do
