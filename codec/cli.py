@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 PROG = "wavtok"
 EXTENSION_MODULES = [
     "codec.evaluate",
-    "codec.train",
+    "codec.train_cli",
     "codec.data",
     "codec.transcode",
     "server.main",

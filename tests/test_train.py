@@ -14,7 +14,8 @@ from codec.checkpoint import list_checkpoints, load_checkpoint
 from codec.config import CodecConfig
 from codec.data import prepare
 from codec.model import Codec
-from codec.train import Trainer, export, with_total_steps
+from codec.train import Trainer
+from codec.train_cli import export, with_total_steps
 from codec.trainconfig import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
