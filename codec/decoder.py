@@ -57,7 +57,7 @@ class Decoder(nn.Module):
             if cfg.excitation == "harmonic"
             else None
         )
-        self.head = ISTFTHead(cfg.dim, n_fft, hop, causal, cfg.phase, source)
+        self.head = ISTFTHead(cfg.dim, n_fft, hop, causal, cfg.phase, source, cfg.own_norm)
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         return norm(x.transpose(1, 2)).transpose(1, 2)

@@ -208,13 +208,21 @@ class ISTFTHead(nn.Module):
         causal: bool,
         phase: str = "absolute",
         harmonic_source: HarmonicSource | None = None,
+        own_norm: str = "amplitude",
     ):
         super().__init__()
         if phase not in ("absolute", "increment"):
             raise ValueError(f"unknown phase mode {phase!r}")
-        if (phase == "increment" or harmonic_source is not None) and not causal:
-            raise ValueError("phase 'increment' and a harmonic source need a causal head")
+        if own_norm not in ("amplitude", "energy"):
+            raise ValueError(f"unknown own_norm {own_norm!r}")
+        if (phase == "increment" or harmonic_source is not None or own_norm == "energy") and (
+            not causal
+        ):
+            raise ValueError(
+                "phase 'increment', a harmonic source and own_norm 'energy' need a causal head"
+            )
         self.n_fft, self.hop, self.causal, self.phase_mode = n_fft, hop, causal, phase
+        self.own_norm = own_norm
         self.source = harmonic_source
         self.out = nn.Linear(dim, n_fft + 2)
         window = (
@@ -233,19 +241,27 @@ class ISTFTHead(nn.Module):
         steps = increment.double() + (2 * math.pi * bins * self.hop / self.n_fft) % (2 * math.pi)
         return running_phase(steps, state).float()
 
-    def _frames(
-        self, x: torch.Tensor, state: dict | None = None, f0: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        state = {} if state is None else state
+    def _spectra(
+        self, x: torch.Tensor, state: dict, f0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, C, F) -> the head's own (B, F, N/2+1) spectra and the harmonic source's (or None)."""
         spec = self.out(x.transpose(1, 2)).float()
         log_mag, phase = spec.chunk(2, dim=-1)
         if self.phase_mode == "increment":
             phase = self._integrate_phase(phase, state)
-        mag = torch.exp(log_mag).clamp(max=1e2)
-        stft = torch.polar(mag, phase)
-        if self.source is not None:
-            stft = stft + self.source(x, self.window, state.setdefault("source", {}), f0)
-        return torch.fft.irfft(stft, n=self.n_fft, dim=-1) * self.window  # (B, F, N)
+        own = torch.polar(torch.exp(log_mag).clamp(max=1e2), phase)
+        if self.source is None:
+            return own, None
+        return own, self.source(x, self.window, state.setdefault("source", {}), f0)
+
+    def _to_frames(self, spectra: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft(spectra, n=self.n_fft, dim=-1) * self.window  # (B, F, N)
+
+    def _frames(
+        self, x: torch.Tensor, state: dict | None = None, f0: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        own, source = self._spectra(x, {} if state is None else state, f0)
+        return self._to_frames(own if source is None else own + source)
 
     def _overlap_add(
         self, frames: torch.Tensor, mask: torch.Tensor | None = None
@@ -280,12 +296,29 @@ class ISTFTHead(nn.Module):
         """(B, C, f) new frames -> (B, f * H) final samples; `state` keeps the OLA tail (and
         the running phases)."""
         n = x.shape[-1]
-        tail = self.n_fft - self.hop
+        tail, done = self.n_fft - self.hop, n * self.hop
         if n == 0:
             return x.new_zeros(x.shape[0], 0)
-        audio, env = self._overlap_add(self._frames(x, state, f0))
-        if "audio" in state:
-            audio[:, :tail] += state["audio"]
-            env[:, :tail] += state["env"]
-        state["audio"], state["env"] = audio[:, n * self.hop :], env[:, n * self.hop :]
-        return audio[:, : n * self.hop] / env[:, : n * self.hop].clamp(min=self.env_floor)
+        own, source = self._spectra(x, state, f0)
+        if self.own_norm == "amplitude":
+            parts = {"audio": own if source is None else own + source}
+        else:
+            # Frames of incoherent noise add in power, not amplitude: dividing their sum by
+            # sum(w^2) would swing the noise level ~10 dB within each hop (a buzz at the frame
+            # rate) with this window; dividing by sqrt(sum(w^2)) keeps it steady. The coherent
+            # pulse train keeps sum(w^2), which restores its amplitude exactly.
+            parts = {"own": own} if source is None else {"audio": source, "own": own}
+        out, norm = None, None
+        for key, spectra in parts.items():
+            audio, env = self._overlap_add(self._to_frames(spectra))
+            if key in state:
+                audio[:, :tail] += state[key]
+            state[key] = audio[:, done:]
+            if norm is None:
+                if "env" in state:
+                    env[:, :tail] += state["env"]
+                state["env"] = env[:, done:]
+                norm = env[:, :done].clamp(min=self.env_floor)
+            part = audio[:, :done] / (norm if key == "audio" else norm.sqrt())
+            out = part if out is None else out + part
+        return out

@@ -60,3 +60,67 @@ def test_increment_phase_needs_causal():
     data["decoder"]["phase"] = "cumulative"
     with pytest.raises(ValueError):
         CodecConfig.model_validate(data)
+
+
+def _noise_head(own_norm: str) -> ISTFTHead:
+    """A causal head whose own part is unit-magnitude noise (random phases from the features)."""
+    head = ISTFTHead(dim=64, n_fft=64, hop=16, causal=True, own_norm=own_norm)
+    with torch.no_grad():
+        half = head.out.out_features // 2
+        head.out.weight[:half].zero_()
+        head.out.bias[:half].zero_()
+        head.out.weight[half:].normal_(0, 10.0, generator=torch.Generator().manual_seed(3))
+    return head.eval()
+
+
+@pytest.mark.parametrize("own_norm, steady", [("energy", True), ("amplitude", False)])
+def test_energy_norm_keeps_noise_level_steady_within_each_hop(own_norm, steady):
+    head = _noise_head(own_norm)
+    x = torch.randn(8, 64, 400, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        audio = head(x)[:, 16 * 8 :]  # past the start-up frames
+    power = audio.pow(2).reshape(8, -1, 16).mean(dim=(0, 1))  # mean power per hop position
+    swing_db = 10 * torch.log10(power.max() / power.min())
+    assert (swing_db < 1.5) if steady else (swing_db > 5.0), float(swing_db)
+
+
+def test_energy_norm_leaves_the_harmonic_source_as_it_was():
+    from codec.excitation import HarmonicSource
+
+    heads = []
+    for own_norm in ("amplitude", "energy"):
+        source = HarmonicSource(dim=8, n_fft=64, hop=16, sample_rate=1600)
+        head = ISTFTHead(8, 64, 16, causal=True, harmonic_source=source, own_norm=own_norm)
+        heads.append(head)
+    heads[1].load_state_dict(heads[0].state_dict())
+    with torch.no_grad():
+        for head in heads:
+            head.out.bias[: head.out.out_features // 2].fill_(-30.0)  # own part silent
+    x = torch.randn(1, 8, 40, generator=torch.Generator().manual_seed(5))
+    f0 = torch.full((1, 40), 120.0)
+    with torch.no_grad():
+        a, b = (head(x, f0=f0) for head in heads)
+    assert a.abs().max() > 1e-3
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_energy_norm_head_streams_like_offline():
+    from codec.excitation import HarmonicSource
+
+    source = HarmonicSource(dim=8, n_fft=64, hop=16, sample_rate=1600)
+    head = ISTFTHead(8, 64, 16, causal=True, harmonic_source=source, own_norm="energy").eval()
+    x = torch.randn(2, 8, 45, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        offline = head(x)
+        state: dict = {}
+        streamed = torch.cat([head.stream(x[..., i : i + 7], state) for i in range(0, 45, 7)], -1)
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
+
+
+def test_energy_norm_needs_causal():
+    with pytest.raises(ValueError, match="causal"):
+        ISTFTHead(dim=8, n_fft=16, hop=4, causal=False, own_norm="energy")
+    data = CodecConfig.named("wavtok-tiny").model_dump()
+    data["decoder"]["own_norm"] = "energy"
+    with pytest.raises(ValueError, match="own_norm 'energy' needs a causal model"):
+        CodecConfig.model_validate(data)

@@ -153,6 +153,27 @@ def test_init_from_grows_the_decoder_as_identity(prepared, tmp_path):
         ).init_from(tmp_path / "src")
 
 
+def test_init_from_renormalised_head_loads_every_weight(prepared, tmp_path):
+    """A model that differs only in `decoder.own_norm` starts from the source's weights."""
+    cfg = _cfg()
+    source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    plain = source.codec.config
+    if not plain.causal:
+        plain = plain.model_copy(update={"causal": True})
+        source = Trainer(cfg.model_copy(update={"model": plain}), [prepared], tmp_path / "c", "cpu")
+    source.codec.save_pretrained(tmp_path / "src")
+    energy = plain.model_copy(
+        update={"decoder": plain.decoder.model_copy(update={"own_norm": "energy"})}
+    )
+    target = Trainer(cfg.model_copy(update={"model": energy}), [prepared], tmp_path / "e", "cpu")
+    target.init_from(tmp_path / "src")
+    assert target.codec.decoder.head.own_norm == "energy"
+    for (name, a), b in zip(
+        source.codec.state_dict().items(), target.codec.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 def test_init_from_adds_a_spectral_branch_as_a_no_op(prepared, tmp_path):
     """An encoder grown with a spectral branch gives the source's codes until it trains."""
     cfg = _cfg()
