@@ -6,7 +6,10 @@ in dB (decoded minus reference):
 - pause energy: in STFT frames 45 dB or more below the clip's loudest frame;
 - > 8 kHz energy: above PESQ-wb's band, which it never hears;
 - floor excess: the largest excess, over 0.1-4 kHz bins, of the 10th-percentile level over time,
-  which a steady tone or hum raises and speech does not.
+  which a steady tone or hum raises and speech does not;
+- frame-rate buzz: the peak at the token rate (75 Hz) in the modulation spectrum of the 4-8 kHz
+  band's power envelope, over the spectrum 5-20 Hz either side (a flat envelope gives ~0 dB or
+  less), printed for the decoded audio and the reference alone, not as a difference.
 Usage:
     python benchmarks/artifacts.py [--model DIR ...] [--data ../shared/data/test/libritts_test_clean]
         [--every 10]
@@ -18,6 +21,7 @@ import argparse
 from pathlib import Path
 
 import torch
+import torchaudio.functional as AF
 
 from codec.audio import load_mono
 from codec.model import Codec
@@ -30,6 +34,21 @@ def power_spectrogram(wav: torch.Tensor) -> torch.Tensor:
     """(T,) samples -> (N_FFT / 2 + 1, frames) power."""
     window = torch.hann_window(N_FFT)
     return torch.stft(wav, N_FFT, HOP, window=window, return_complex=True).abs().pow(2)
+
+
+def frame_rate_buzz_db(wav: torch.Tensor, rate: int, frame_hz: float) -> float:
+    """(T,) samples at `rate` Hz -> dB of the `frame_hz` line in the 4-8 kHz power envelope's
+    modulation spectrum over its neighbours (5-20 Hz away)."""
+    band = AF.highpass_biquad(AF.lowpass_biquad(wav, rate, 8000.0), rate, 4000.0)
+    step = rate // 600  # the envelope at 600 Hz
+    envelope = AF.lowpass_biquad(band.pow(2), rate, 250.0)[::step]
+    envelope = envelope - envelope.mean()
+    power = torch.fft.rfft(envelope * torch.hann_window(envelope.numel())).abs().pow(2)
+    hz = torch.fft.rfftfreq(envelope.numel(), step / rate)
+    offset = (hz - frame_hz).abs()
+    line = power[offset < 2].mean()
+    around = power[(offset > 5) & (offset < 20)].mean()
+    return (10 * torch.log10(line / around)).item()
 
 
 def clip_artifacts(ref: torch.Tensor, out: torch.Tensor, rate: int) -> dict[str, float | None]:
@@ -52,6 +71,14 @@ def clip_artifacts(ref: torch.Tensor, out: torch.Tensor, rate: int) -> dict[str,
     }
 
 
+def clip_buzz(ref: torch.Tensor, out: torch.Tensor, rate: int, frame_hz: float) -> dict:
+    """Frame-rate buzz of the decoded audio and of the reference, in dB."""
+    return {
+        "buzz_db": frame_rate_buzz_db(out, rate, frame_hz),
+        "ref_buzz_db": frame_rate_buzz_db(ref, rate, frame_hz),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="+", default=["models/wavtok-cpu-75hz-causal"])
@@ -69,14 +96,18 @@ def main() -> None:
             codes, _ = codec.encode(wav.reshape(1, 1, -1))
             decoded, _ = codec.decode(codes)
             out = decoded.reshape(-1)[: wav.numel()]
-            rows.append(clip_artifacts(wav.reshape(-1)[: out.numel()], out, codec.sample_rate))
+            ref = wav.reshape(-1)[: out.numel()]
+            row = clip_artifacts(ref, out, codec.sample_rate)
+            frame_hz = codec.sample_rate / codec.hop_length
+            rows.append(row | clip_buzz(ref, out, codec.sample_rate, frame_hz))
         means = {}
         for key in rows[0]:
             values = [r[key] for r in rows if r[key] is not None]
             means[key] = sum(values) / len(values) if values else float("nan")
         print(
             f"{model_dir}: pause {means['pause_db']:+.1f} dB, >8 kHz {means['above_8k_db']:+.1f} dB,"
-            f" floor excess {means['floor_excess_db']:+.1f} dB ({len(rows)} clips)"
+            f" floor excess {means['floor_excess_db']:+.1f} dB, frame-rate buzz"
+            f" {means['buzz_db']:+.1f} dB (reference {means['ref_buzz_db']:+.1f}) ({len(rows)} clips)"
         )
 
 
