@@ -110,6 +110,10 @@ class DecoderConfig(_Strict):
     # divides by sum(w^2) like the rest, "energy" by sqrt(sum(w^2)), which keeps incoherent
     # noise at a steady level within each hop (see ISTFTHead.stream); causal models only.
     own_norm: Literal["amplitude", "energy"] = "amplitude"
+    # Bins at or above this frequency (Hz) keep the head's predicted magnitudes but take fixed
+    # pseudo-random phases, normalised in power (see ISTFTHead.stream): removes the frame-rate
+    # buzz of the noise band. None: every phase predicted. Causal models only.
+    noise_above_hz: float | None = Field(None, ge=0)
 
 
 class CodecConfig(_Strict):
@@ -139,6 +143,8 @@ class CodecConfig(_Strict):
                 raise ValueError(f"{part}.lookahead needs a causal model (the others see ahead)")
         if self.decoder.excitation != "none" and not self.causal:
             raise ValueError("decoder.excitation 'harmonic' needs a causal model")
+        if self.decoder.noise_above_hz is not None and not self.causal:
+            raise ValueError("decoder.noise_above_hz needs a causal model")
         if self.decoder.own_norm != "amplitude" and not self.causal:
             raise ValueError("decoder.own_norm 'energy' needs a causal model")
         return self

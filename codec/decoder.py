@@ -57,7 +57,17 @@ class Decoder(nn.Module):
             if cfg.excitation == "harmonic"
             else None
         )
-        self.head = ISTFTHead(cfg.dim, n_fft, hop, causal, cfg.phase, source, cfg.own_norm)
+        self.head = ISTFTHead(
+            cfg.dim,
+            n_fft,
+            hop,
+            causal,
+            cfg.phase,
+            source,
+            cfg.own_norm,
+            cfg.noise_above_hz,
+            sample_rate,
+        )
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         return norm(x.transpose(1, 2)).transpose(1, 2)

@@ -209,20 +209,28 @@ class ISTFTHead(nn.Module):
         phase: str = "absolute",
         harmonic_source: HarmonicSource | None = None,
         own_norm: str = "amplitude",
+        noise_above_hz: float | None = None,
+        sample_rate: int = 24000,
     ):
         super().__init__()
         if phase not in ("absolute", "increment"):
             raise ValueError(f"unknown phase mode {phase!r}")
         if own_norm not in ("amplitude", "energy"):
             raise ValueError(f"unknown own_norm {own_norm!r}")
-        if (phase == "increment" or harmonic_source is not None or own_norm == "energy") and (
-            not causal
-        ):
+        special = phase == "increment" or harmonic_source is not None or own_norm == "energy"
+        if (special or noise_above_hz is not None) and not causal:
             raise ValueError(
-                "phase 'increment', a harmonic source and own_norm 'energy' need a causal head"
+                "phase 'increment', a harmonic source, own_norm 'energy' and noise_above_hz"
+                " need a causal head"
             )
         self.n_fft, self.hop, self.causal, self.phase_mode = n_fft, hop, causal, phase
         self.own_norm = own_norm
+        # Bins from here up take fixed pseudo-random phases (see stream); None: all predicted.
+        self.noise_bin = (
+            None
+            if noise_above_hz is None
+            else min(math.ceil(noise_above_hz * n_fft / sample_rate), n_fft // 2 + 1)
+        )
         self.source = harmonic_source
         self.out = nn.Linear(dim, n_fft + 2)
         window = (
@@ -233,6 +241,7 @@ class ISTFTHead(nn.Module):
         self.register_buffer("window", window, persistent=False)
         # Floor on the overlap-add envelope: avoids dividing by ~0 at the stream's first samples.
         self.env_floor = 0.1 * float((window**2).sum()) / hop
+        self.noise_gain = self._noise_gain()
 
     def _integrate_phase(self, increment: torch.Tensor, state: dict) -> torch.Tensor:
         """(B, F, K) phase offsets -> (B, F, K) phases in [0, 2 pi), continuing `state`."""
@@ -278,6 +287,28 @@ class ISTFTHead(nn.Module):
         env = F.fold(win_sq, **fold).view(win_sq.shape[0], length)
         return audio, env
 
+    def _noise_phases(self, first_frame: int, frames: int, device: torch.device) -> torch.Tensor:
+        """(frames, N/2+1) phases in [0, 2 pi): an integer hash of (absolute frame, bin), so a
+        stream cut anywhere gets the phases of one offline pass, and every run the same ones."""
+        f = torch.arange(first_frame, first_frame + frames, dtype=torch.int64, device=device)
+        k = torch.arange(self.n_fft // 2 + 1, dtype=torch.int64, device=device)
+        h = (f[:, None] * 1103515245 + k[None, :] * 12345 + 0x9E3779B9) & 0xFFFFFFFF
+        for _ in range(2):
+            h = ((h ^ (h >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+        h = h ^ (h >> 16)
+        return (h.double() * (2 * math.pi / 2**32)).float()
+
+    def _noise_gain(self) -> float:
+        """Gain that gives incoherent noise under sqrt(sum w^2) the mean level it has under
+        sum(w^2): a head switched to random phases keeps its noise level on average."""
+        n_frames = self.n_fft // self.hop + 2
+        win_sq = (self.window**2).cpu()
+        env = torch.zeros(n_frames * self.hop + self.n_fft)
+        for i in range(n_frames):
+            env[i * self.hop : i * self.hop + self.n_fft] += win_sq
+        steady = env[(n_frames - 1) * self.hop : n_frames * self.hop]
+        return float((1 / steady.clamp(min=self.env_floor)).mean().sqrt())
+
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, f0: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -300,7 +331,21 @@ class ISTFTHead(nn.Module):
         if n == 0:
             return x.new_zeros(x.shape[0], 0)
         own, source = self._spectra(x, state, f0)
-        if self.own_norm == "amplitude":
+        if self.noise_bin is not None:
+            # The network's absolute phases put its noise at the same place in every frame, a
+            # buzz at the frame rate; above noise_bin it sets only magnitudes, and the phases
+            # come from a fixed hash, incoherent from frame to frame, hence normalised in power.
+            first = state.get("frame", 0)
+            state["frame"] = first + n
+            phases = self._noise_phases(first, n, own.device)[..., self.noise_bin :]
+            noise = torch.polar(own[..., self.noise_bin :].abs() * self.noise_gain, phases)
+            low = own.clone()
+            low[..., self.noise_bin :] = 0
+            parts = {
+                "audio": low if source is None else low + source,
+                "own": nn.functional.pad(noise, (self.noise_bin, 0)),
+            }
+        elif self.own_norm == "amplitude":
             parts = {"audio": own if source is None else own + source}
         else:
             # Frames of incoherent noise add in power, not amplitude: dividing their sum by
