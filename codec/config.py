@@ -106,10 +106,6 @@ class DecoderConfig(_Strict):
     # decoder's input layer also sees frames f+1..f+lookahead, which adds lookahead frames of
     # streaming latency (13.3 ms each at 75 Hz). 0 keeps decoding strictly causal.
     lookahead: int = Field(0, ge=0, le=4)
-    # How the causal head normalises its own (non-harmonic) part after overlap-add: "amplitude"
-    # divides by sum(w^2) like the rest, "energy" by sqrt(sum(w^2)), which keeps incoherent
-    # noise at a steady level within each hop (see ISTFTHead.stream); causal models only.
-    own_norm: Literal["amplitude", "energy"] = "amplitude"
     # Bins at or above this frequency (Hz) keep the head's predicted magnitudes but take fixed
     # pseudo-random phases, normalised in power (see ISTFTHead.stream): removes the frame-rate
     # buzz of the noise band. None: every phase predicted. Causal models only.
@@ -145,8 +141,6 @@ class CodecConfig(_Strict):
             raise ValueError("decoder.excitation 'harmonic' needs a causal model")
         if self.decoder.noise_above_hz is not None and not self.causal:
             raise ValueError("decoder.noise_above_hz needs a causal model")
-        if self.decoder.own_norm != "amplitude" and not self.causal:
-            raise ValueError("decoder.own_norm 'energy' needs a causal model")
         return self
 
     @property

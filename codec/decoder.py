@@ -64,7 +64,6 @@ class Decoder(nn.Module):
             causal,
             cfg.phase,
             source,
-            cfg.own_norm,
             cfg.noise_above_hz,
             sample_rate,
         )

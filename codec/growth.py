@@ -50,9 +50,8 @@ def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
     a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
     a_enc_ahead, b_enc_ahead = a["encoder"].pop("lookahead"), b["encoder"].pop("lookahead")
     a_pitch, b_pitch = a["encoder"].pop("pitch_branch"), b["encoder"].pop("pitch_branch")
-    # A re-normalised head adds no weights (it is not a no-op: see DecoderConfig.own_norm).
-    for key in ("own_norm", "noise_above_hz"):
-        a["decoder"].pop(key), b["decoder"].pop(key)
+    # Noise phases add no weights (not a no-op, though: see DecoderConfig.noise_above_hz).
+    a["decoder"].pop("noise_above_hz"), b["decoder"].pop("noise_above_hz")
     shrinks = (
         a_pitch > b_pitch or b_layers < a_layers or b_ahead < a_ahead or b_enc_ahead < a_enc_ahead
     )

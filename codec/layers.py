@@ -208,23 +208,18 @@ class ISTFTHead(nn.Module):
         causal: bool,
         phase: str = "absolute",
         harmonic_source: HarmonicSource | None = None,
-        own_norm: str = "amplitude",
         noise_above_hz: float | None = None,
         sample_rate: int = 24000,
     ):
         super().__init__()
         if phase not in ("absolute", "increment"):
             raise ValueError(f"unknown phase mode {phase!r}")
-        if own_norm not in ("amplitude", "energy"):
-            raise ValueError(f"unknown own_norm {own_norm!r}")
-        special = phase == "increment" or harmonic_source is not None or own_norm == "energy"
+        special = phase == "increment" or harmonic_source is not None
         if (special or noise_above_hz is not None) and not causal:
             raise ValueError(
-                "phase 'increment', a harmonic source, own_norm 'energy' and noise_above_hz"
-                " need a causal head"
+                "phase 'increment', a harmonic source and noise_above_hz need a causal head"
             )
         self.n_fft, self.hop, self.causal, self.phase_mode = n_fft, hop, causal, phase
-        self.own_norm = own_norm
         # Bins from here up take fixed pseudo-random phases (see stream); None: all predicted.
         self.noise_bin = (
             None
@@ -331,30 +326,23 @@ class ISTFTHead(nn.Module):
         if n == 0:
             return x.new_zeros(x.shape[0], 0)
         own, source = self._spectra(x, state, f0)
+        parts = {}
         if self.noise_bin is not None:
             # The network's absolute phases put its noise at the same place in every frame, a
             # buzz at the frame rate; above noise_bin it sets only magnitudes, and the phases
-            # come from a fixed hash, incoherent from frame to frame, hence normalised in power.
+            # come from a fixed hash. Incoherent frames add in power, not amplitude, so their
+            # sum is divided by sqrt(sum(w^2)), not sum(w^2), which would swing their level
+            # ~10 dB within each hop with this window.
             first = state.get("frame", 0)
             state["frame"] = first + n
             phases = self._noise_phases(first, n, own.device)[..., self.noise_bin :]
             noise = torch.polar(own[..., self.noise_bin :].abs() * self.noise_gain, phases)
-            low = own.clone()
-            low[..., self.noise_bin :] = 0
-            parts = {
-                "audio": low if source is None else low + source,
-                "own": nn.functional.pad(noise, (self.noise_bin, 0)),
-            }
-        elif self.own_norm == "amplitude":
-            parts = {"audio": own if source is None else own + source}
-        else:
-            # Frames of incoherent noise add in power, not amplitude: dividing their sum by
-            # sum(w^2) would swing the noise level ~10 dB within each hop (a buzz at the frame
-            # rate) with this window; dividing by sqrt(sum(w^2)) keeps it steady. The coherent
-            # pulse train keeps sum(w^2), which restores its amplitude exactly.
-            parts = {"own": own} if source is None else {"audio": source, "own": own}
+            parts["noise"] = nn.functional.pad(noise, (self.noise_bin, 0))
+            own = own.clone()
+            own[..., self.noise_bin :] = 0
+        parts["audio"] = own if source is None else own + source
         out, norm = None, None
-        for key, spectra in parts.items():
+        for key, spectra in parts.items():  # every part has the same envelope, kept once
             audio, env = self._overlap_add(self._to_frames(spectra))
             if key in state:
                 audio[:, :tail] += state[key]

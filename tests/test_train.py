@@ -153,8 +153,8 @@ def test_init_from_grows_the_decoder_as_identity(prepared, tmp_path):
         ).init_from(tmp_path / "src")
 
 
-def test_init_from_renormalised_head_loads_every_weight(prepared, tmp_path):
-    """A model that differs only in `decoder.own_norm` starts from the source's weights."""
+def test_init_from_noise_phase_head_loads_every_weight(prepared, tmp_path):
+    """A model that differs only in `decoder.noise_above_hz` starts from the source's weights."""
     cfg = _cfg()
     source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
     plain = source.codec.config
@@ -162,12 +162,12 @@ def test_init_from_renormalised_head_loads_every_weight(prepared, tmp_path):
         plain = plain.model_copy(update={"causal": True})
         source = Trainer(cfg.model_copy(update={"model": plain}), [prepared], tmp_path / "c", "cpu")
     source.codec.save_pretrained(tmp_path / "src")
-    energy = plain.model_copy(
-        update={"decoder": plain.decoder.model_copy(update={"own_norm": "energy"})}
+    noisy = plain.model_copy(
+        update={"decoder": plain.decoder.model_copy(update={"noise_above_hz": 4000.0})}
     )
-    target = Trainer(cfg.model_copy(update={"model": energy}), [prepared], tmp_path / "e", "cpu")
+    target = Trainer(cfg.model_copy(update={"model": noisy}), [prepared], tmp_path / "e", "cpu")
     target.init_from(tmp_path / "src")
-    assert target.codec.decoder.head.own_norm == "energy"
+    assert target.codec.decoder.head.noise_bin is not None
     for (name, a), b in zip(
         source.codec.state_dict().items(), target.codec.state_dict().values(), strict=True
     ):
