@@ -95,7 +95,7 @@ def test_noise_phases_are_fixed_and_spread():
     assert torch.cos(a[1:] - a[:-1]).mean().abs() < 0.05
 
 
-def test_noise_phases_leave_bins_below_the_threshold_and_above_nyquist_alone():
+def test_noise_phases_above_nyquist_change_nothing():
     from codec.excitation import HarmonicSource
 
     x = torch.randn(1, 8, 40, generator=torch.Generator().manual_seed(8))
