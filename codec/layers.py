@@ -297,11 +297,8 @@ class ISTFTHead(nn.Module):
         """Gain that gives incoherent noise under sqrt(sum w^2) the mean level it has under
         sum(w^2): a head switched to random phases keeps its noise level on average."""
         n_frames = self.n_fft // self.hop + 2
-        win_sq = (self.window**2).cpu()
-        env = torch.zeros(n_frames * self.hop + self.n_fft)
-        for i in range(n_frames):
-            env[i * self.hop : i * self.hop + self.n_fft] += win_sq
-        steady = env[(n_frames - 1) * self.hop : n_frames * self.hop]
+        _, env = self._overlap_add(self.window.new_zeros(1, n_frames, self.n_fft))
+        steady = env[0, (n_frames - 1) * self.hop : n_frames * self.hop]
         return float((1 / steady.clamp(min=self.env_floor)).mean().sqrt())
 
     def forward(
@@ -326,7 +323,7 @@ class ISTFTHead(nn.Module):
         if n == 0:
             return x.new_zeros(x.shape[0], 0)
         own, source = self._spectra(x, state, f0)
-        parts = {}
+        noise = None
         if self.noise_bin is not None:
             # The network's absolute phases put its noise at the same place in every frame, a
             # buzz at the frame rate; above noise_bin it sets only magnitudes, and the phases
@@ -337,21 +334,20 @@ class ISTFTHead(nn.Module):
             state["frame"] = first + n
             phases = self._noise_phases(first, n, own.device)[..., self.noise_bin :]
             noise = torch.polar(own[..., self.noise_bin :].abs() * self.noise_gain, phases)
-            parts["noise"] = nn.functional.pad(noise, (self.noise_bin, 0))
+            noise = nn.functional.pad(noise, (self.noise_bin, 0))
             own = own.clone()
             own[..., self.noise_bin :] = 0
-        parts["audio"] = own if source is None else own + source
-        out, norm = None, None
-        for key, spectra in parts.items():  # every part has the same envelope, kept once
-            audio, env = self._overlap_add(self._to_frames(spectra))
-            if key in state:
-                audio[:, :tail] += state[key]
-            state[key] = audio[:, done:]
-            if norm is None:
-                if "env" in state:
-                    env[:, :tail] += state["env"]
-                state["env"] = env[:, done:]
-                norm = env[:, :done].clamp(min=self.env_floor)
-            part = audio[:, :done] / (norm if key == "audio" else norm.sqrt())
-            out = part if out is None else out + part
-        return out
+        spectra = own if source is None else own + source
+        if noise is not None:
+            # One overlap-add for both: the noise rides as extra batch rows, sharing the envelope.
+            spectra = torch.cat([spectra, noise])
+        audio, env = self._overlap_add(self._to_frames(spectra))
+        if "audio" in state:
+            audio[:, :tail] += state["audio"]
+            env[:, :tail] += state["env"]
+        state["audio"], state["env"] = audio[:, done:], env[:, done:]
+        norm = env[:, :done].clamp(min=self.env_floor)
+        if noise is None:
+            return audio[:, :done] / norm
+        batch = x.shape[0]
+        return audio[:batch, :done] / norm + audio[batch:, :done] / norm.sqrt()
