@@ -20,3 +20,9 @@ for f in "$SRC"/audio/*.flac; do
     ffmpeg -loglevel error -i "$f" -c:a libopus -b:a 48k "data/carry/$(basename "${f%.flac}").opus"
 done
 du -sh .whl data/carry
+# The device tool refuses a working tree over 64 MiB (tracked and untracked files + carried ones).
+total=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } |
+    xargs -0 du -cb 2>/dev/null | awk '/total$/ {s += $1} END {print s}')
+total=$((total + $(du -sb .whl data/carry | awk '{s += $1} END {print s}')))
+echo "working tree to carry: $((total / 1048576)) MiB of 64"
+[ "$total" -lt $((64 * 1048576 - 262144)) ] || { echo "too close to 64 MiB: carry less (a lower Opus bitrate)" >&2; exit 1; }

@@ -28,6 +28,9 @@ if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     export PYTHONPATH="$WORK/site:$PWD"
 fi
 nvidia-smi -L 2>/dev/null || true
+# A stale .whl (bundled before a dependency was added) fails here in seconds, not mid-run.
+"$PYTHON" -c "import encodec, soundfile, pydantic, torch_stoi, codec.train" ||
+    { echo "missing packages: run 'make device-bundle' here again" >&2; exit 1; }
 "$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
 "$PYTHON" -m codec data prepare "$DATA" --out "$WORK/train" 2>&1 | tail -1
 mkdir -p "$WORK/export"
