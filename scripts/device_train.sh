@@ -32,9 +32,11 @@ nvidia-smi -L 2>/dev/null || true
 "$PYTHON" -c "import encodec, soundfile, pydantic, torch_stoi, codec.train" ||
     { echo "missing packages: run 'make device-bundle' here again" >&2; exit 1; }
 "$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
-"$PYTHON" -m codec data prepare "$DATA" --out "$WORK/train" 2>&1 | tail -1
+"$PYTHON" -m codec data prepare "$DATA" --out "$WORK/train" 2>&1 | tail -1 || exit 1
 mkdir -p "$WORK/export"
-(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 20 > "$WORK/export/gpu.csv" 2>/dev/null &)
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 20 \
+    > "$WORK/export/gpu.csv" 2>/dev/null &
+gpu_trace=$!
 # Training stops FINISH_BY - EXPORT_SECONDS after the start; SIGTERM makes each trainer
 # checkpoint at the end of its step, and the export takes that last checkpoint.
 TRAIN_SECONDS=$((FINISH_BY - ${EXPORT_SECONDS:-45} - (SECONDS - START)))
@@ -59,6 +61,7 @@ for job in $JOBS; do
     ) || echo "$name: export failed"
     mv "$OUT/$name.log" "$WORK/export/$name.log"
 done
+kill "$gpu_trace" 2>/dev/null
 tar czf "$OUT/runs.tgz" -C "$WORK/export" .
 ls -l "$OUT"
 echo "done in $((SECONDS - START)) s"

@@ -2,10 +2,10 @@
 
 The `device` tool returns at most 64 MiB, 16 MiB a file: one fp32 model of the default's size
 (29 MB) needs two files and three do not fit. `pack` stores each float tensor as fp16 scaled
-by its own largest magnitude (a per-tensor scale, so no value overflows or falls into fp16's
-subnormal range unless it is 2^-14 below its tensor's largest), `unpack` writes fp32 again.
-Lossy (relative error <= 2^-11 of each tensor's largest value): evaluate what `unpack` wrote,
-since that is what ships.
+by its own largest magnitude, which maps to 2^15 (a per-tensor scale, so no value overflows,
+and none falls into fp16's subnormal range unless it is 2^29 times smaller than its tensor's
+largest); `unpack` writes fp32 again. Lossy (error <= 2^-12 of each tensor's largest value):
+evaluate what `unpack` wrote, since that is what ships.
 
     python scripts/transport_weights.py pack model.safetensors small.safetensors
     python scripts/transport_weights.py unpack small.safetensors model.safetensors
