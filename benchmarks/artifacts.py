@@ -90,6 +90,7 @@ def main() -> None:
         parser.error(f"no .wav clips under {args.data}")
     for model_dir in args.model:
         codec = Codec.from_pretrained(model_dir).eval()
+        frame_hz = codec.sample_rate / codec.hop_length
         rows = []
         for clip in clips:
             wav, _ = load_mono(clip, codec.sample_rate)
@@ -98,7 +99,6 @@ def main() -> None:
             out = decoded.reshape(-1)[: wav.numel()]
             ref = wav.reshape(-1)[: out.numel()]
             row = clip_artifacts(ref, out, codec.sample_rate)
-            frame_hz = codec.sample_rate / codec.hop_length
             rows.append(row | clip_buzz(ref, out, codec.sample_rate, frame_hz))
         means = {}
         for key in rows[0]:

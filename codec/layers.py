@@ -261,12 +261,6 @@ class ISTFTHead(nn.Module):
     def _to_frames(self, spectra: torch.Tensor) -> torch.Tensor:
         return torch.fft.irfft(spectra, n=self.n_fft, dim=-1) * self.window  # (B, F, N)
 
-    def _frames(
-        self, x: torch.Tensor, state: dict | None = None, f0: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        own, source = self._spectra(x, {} if state is None else state, f0)
-        return self._to_frames(own if source is None else own + source)
-
     def _overlap_add(
         self, frames: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,7 +304,9 @@ class ISTFTHead(nn.Module):
         if self.causal:
             return self.stream(x, {}, f0)
         n = x.shape[-1]
-        audio, env = self._overlap_add(self._frames(x), mask)
+        # A non-causal head has neither a harmonic source nor running phases: its own spectra.
+        own, _ = self._spectra(x, {}, None)
+        audio, env = self._overlap_add(self._to_frames(own), mask)
         start = (self.n_fft - self.hop) // 2
         sl = slice(start, start + n * self.hop)
         return audio[:, sl] / env[:, sl].clamp(min=self.env_floor)

@@ -41,12 +41,20 @@ def test_phase_sum_over_chunks_equals_one_pass_over_many_frames():
     assert whole.min() >= 0 and whole.max() < 2 * math.pi + 1e-6
 
 
+def _stream_in_chunks(head: ISTFTHead, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(B, C, F) features streamed through `head` `chunk` frames at a time -> (B, F * H)."""
+    state: dict = {}
+    frames = x.shape[-1]
+    return torch.cat(
+        [head.stream(x[..., i : i + chunk], state) for i in range(0, frames, chunk)], -1
+    )
+
+
 def test_increment_head_streams_like_offline():
     head = ISTFTHead(dim=8, n_fft=16, hop=4, causal=True, phase="increment").eval()
     x = torch.randn(1, 8, 30, generator=torch.Generator().manual_seed(1))
     offline = head(x)
-    state: dict = {}
-    streamed = torch.cat([head.stream(x[..., i : i + 7], state) for i in range(0, 30, 7)], -1)
+    streamed = _stream_in_chunks(head, x, 7)
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
 
 
@@ -121,8 +129,7 @@ def test_noise_phase_head_streams_like_offline():
     x = torch.randn(2, 8, 45, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         offline = head(x)
-        state: dict = {}
-        streamed = torch.cat([head.stream(x[..., i : i + 7], state) for i in range(0, 45, 7)], -1)
+        streamed = _stream_in_chunks(head, x, 7)
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
 
 
