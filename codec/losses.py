@@ -57,9 +57,17 @@ class MultiResolutionSTFTLoss(nn.Module):
     energy smear between harmonics; linear bins at n_fft 2048 (11.7 Hz) resolve them.
     """
 
-    def __init__(self, resolutions=((512, 128), (1024, 256), (2048, 512))):
+    def __init__(
+        self,
+        resolutions=((512, 128), (1024, 256), (2048, 512)),
+        max_hz: float | None = None,
+        sample_rate: int = 24000,
+    ):
+        """`max_hz` keeps only the bins up to that frequency (None: all), to weigh the
+        low harmonics, whose levels and positions PESQ hears most, without the noise band."""
         super().__init__()
         self.resolutions = tuple(resolutions)
+        self.max_hz, self.sample_rate = max_hz, sample_rate
         for n_fft, _ in self.resolutions:
             self.register_buffer(f"window_{n_fft}", torch.hann_window(n_fft), persistent=False)
 
@@ -75,6 +83,9 @@ class MultiResolutionSTFTLoss(nn.Module):
                 torch.stft(x, n_fft, hop, window=window, return_complex=True).abs().clamp(min=1e-5)
                 for x in (fake, real)
             ]
+            if self.max_hz is not None:
+                bins = int(self.max_hz * n_fft / self.sample_rate) + 1
+                mags = [m[..., :bins, :] for m in mags]
             convergence = torch.linalg.vector_norm(mags[1] - mags[0]) / torch.linalg.vector_norm(
                 mags[1]
             ).clamp(min=1e-5)

@@ -91,7 +91,7 @@ class Trainer:
         # order they are added to the generator's loss.
         rate = self.codec.sample_rate
         optional = {
-            "stft": MultiResolutionSTFTLoss,
+            "stft": lambda: MultiResolutionSTFTLoss(max_hz=cfg.stft_max_hz, sample_rate=rate),
             "envelope": lambda: BandEnvelopeLoss(rate),
             "pesq": lambda: PesqProxyLoss(rate),
             "stoi": lambda: StoiProxyLoss(rate),

@@ -69,6 +69,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     losses: LossWeights = Field(default_factory=LossWeights)
+    # Highest frequency the linear STFT loss (losses.stft) compares; None: all bins.
+    stft_max_hz: float | None = Field(None, gt=0)
     discriminators: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
     gain_db: tuple[float, float] = (-6.0, -1.0)
     noise_prob: float = 0.0

@@ -35,6 +35,17 @@ def test_stft_loss_weighs_a_pitch_error_more_than_the_mel_loss_does():
     assert stft_ratio > 1.3 * mel_ratio
 
 
+def test_band_limited_stft_loss_ignores_what_lies_above_its_limit():
+    ref = _harmonic(100.0)
+    t = torch.arange(ref.shape[-1]) / 24000
+    high_tone = 0.3 * torch.sin(2 * math.pi * 5000.0 * t)[None, None]
+    low_tone = 0.3 * torch.sin(2 * math.pi * 700.0 * t)[None, None]
+    limited, full = MultiResolutionSTFTLoss(max_hz=1500.0), MultiResolutionSTFTLoss()
+    # Only the window's far sidelobes of the 5 kHz tone reach the kept bins.
+    assert float(limited(ref + high_tone, ref)) < 0.05 * float(full(ref + high_tone, ref))
+    assert float(limited(ref + low_tone, ref)) > 0.1
+
+
 def test_stft_loss_has_gradients():
     stft = MultiResolutionSTFTLoss()
     fake = (0.1 * torch.randn(2, 1, 4800)).requires_grad_()
