@@ -207,8 +207,10 @@ def test_interrupted_run_resumes_to_identical_output(
     # The child sleeps after each journal commit so that it is reliably stopped mid-job.
     child = textwrap.dedent(
         """
-        import sys, time
+        import signal, sys, time
         from codec import cli, transcode_core
+        # A shell starts background jobs with SIGINT ignored, and children inherit that.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         commit = transcode_core.Journal.commit
         def slow_commit(self, records, errors):
             commit(self, records, errors)
