@@ -80,6 +80,10 @@ class QuantizerConfig(_Strict):
     commitment_weight: float = 1.0
     # Per-channel standardisation before the lookup; it breaks the near-constant init output.
     pre_norm: bool = True
+    # > 0: each code also carries an F0 (`pitch.F0Channel`): the input's causal log F0, in
+    # lookup units per natural-log unit, is searched beside the lookup vector, and the decoder's
+    # harmonic source plays each code's F0. 0: off. See docs/training.md.
+    f0_scale: float = Field(0.0, ge=0.0)
 
 
 class DecoderConfig(_Strict):
@@ -141,6 +145,15 @@ class CodecConfig(_Strict):
             raise ValueError("decoder.excitation 'harmonic' needs a causal model")
         if self.decoder.noise_above_hz is not None and not self.causal:
             raise ValueError("decoder.noise_above_hz needs a causal model")
+        if self.quantizer.f0_scale and (
+            self.decoder.excitation != "harmonic"
+            or self.decoder.lookahead < 1
+            or self.encoder.lookahead
+        ):
+            raise ValueError(
+                "quantizer.f0_scale needs a harmonic decoder with decoder.lookahead >= 1 (frame f"
+                " plays token f+1's F0) and no encoder.lookahead"
+            )
         return self
 
     @property

@@ -10,6 +10,7 @@ from torch import nn
 from codec.config import DecoderConfig
 from codec.excitation import HarmonicSource
 from codec.layers import ConvNeXtBlock, ISTFTHead, LocalAttentionBlock, PaddedConv1d, frame_mask
+from codec.pitch import F0Channel
 
 
 @dataclass
@@ -26,12 +27,20 @@ class DecoderStreamState:
 
 
 class Decoder(nn.Module):
-    """(B, D, F) quantized latents -> (B, F * hop) samples."""
+    """(B, D, F) quantized latents -> (B, F * hop) samples. With `f0_channel` (codes that carry
+    F0) the latents have one more channel, each code's F0, and frame f plays token f+1's."""
 
     def __init__(
-        self, cfg: DecoderConfig, latent_dim: int, hop: int, causal: bool, sample_rate: int = 24000
+        self,
+        cfg: DecoderConfig,
+        latent_dim: int,
+        hop: int,
+        causal: bool,
+        sample_rate: int = 24000,
+        f0_channel: F0Channel | None = None,
     ) -> None:
         super().__init__()
+        self.f0_channel = f0_channel
         self.embed = PaddedConv1d(latent_dim, cfg.dim, cfg.kernel_size, causal)
         self.embed_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.lookahead = cfg.lookahead
@@ -81,10 +90,19 @@ class Decoder(nn.Module):
         """(B, D, F) latents -> (B, F * hop) samples. Frames past `frame_lengths` are ignored,
         so an item decodes the same alone as in a padded batch.
 
-        Training only: `f0` (B, F) Hz drives the harmonic source instead of its own prediction,
-        and `with_pitch` also returns that prediction, (log F0 (B, F), voicing logits (B, F)).
+        `f0` (B, F) Hz drives the harmonic source instead of its own prediction (training:
+        teacher forcing; codes that carry F0 give it here otherwise), and `with_pitch` also
+        returns that prediction, (log F0 (B, F), voicing logits (B, F)).
         """
         mask = None if frame_lengths is None else frame_mask(frame_lengths, latents.shape[-1])
+        if self.f0_channel is not None:
+            latents, channel = latents[:, :-1], latents[:, -1]
+            if mask is not None:
+                channel = channel.masked_fill(mask[:, 0] == 0, self.f0_channel.unvoiced)
+            # Past the end the future is unvoiced, as `stream_flush` gives it.
+            future = nn.functional.pad(channel[:, 1:], (0, 1), value=self.f0_channel.unvoiced)
+            if f0 is None:
+                f0 = self.f0_channel.to_hz(future)
         if mask is not None:
             latents = latents * mask
         x = self.embed(latents)
@@ -119,9 +137,13 @@ class Decoder(nn.Module):
         state.held = frames[..., ready:]
         if ready == 0:
             return latents.new_zeros(latents.shape[0], 0)
+        f0 = None
+        if self.f0_channel is not None:
+            f0 = self.f0_channel.to_hz(frames[:, -1, 1 : ready + 1])
+            frames = frames[:, :-1]
         x = self.embed.stream(frames[..., :ready], state.of("embed"))
         x = x + self.embed_future(frames[..., 1 : ready + self.lookahead])
-        return self._stream_embedded(x, state)
+        return self._stream_embedded(x, state, f0)
 
     def stream_flush(self, state: DecoderStreamState) -> torch.Tensor | None:
         """(B, held * hop) samples of the frames still waiting for their lookahead, decoded
@@ -129,12 +151,17 @@ class Decoder(nn.Module):
         held = state.held
         if held is None:
             return None
-        audio = self.stream(held.new_zeros(*held.shape[:2], self.lookahead), state)
+        future = held.new_zeros(*held.shape[:2], self.lookahead)
+        if self.f0_channel is not None:
+            future[:, -1] = self.f0_channel.unvoiced
+        audio = self.stream(future, state)
         state.held = None
         return audio
 
-    def _stream_embedded(self, x: torch.Tensor, state: DecoderStreamState) -> torch.Tensor:
+    def _stream_embedded(
+        self, x: torch.Tensor, state: DecoderStreamState, f0: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = self._norm(self.embed_norm, x)
         for i, layer in enumerate(self.layers):
             x = layer.stream(x, state.of(f"layer{i}"))
-        return self.head.stream(self._norm(self.final_norm, x), state.of("head"))
+        return self.head.stream(self._norm(self.final_norm, x), state.of("head"), f0)

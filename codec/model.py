@@ -18,6 +18,7 @@ from torch import nn
 from codec.config import CodecConfig
 from codec.decoder import Decoder
 from codec.encoder import Encoder
+from codec.pitch import F0Channel
 from codec.quantizer import Quantizer, QuantizerOutput
 
 DEFAULT_MODEL = "wavtok-cpu-75hz-causal"
@@ -64,8 +65,19 @@ class Codec(nn.Module):
         self.config = cfg
         self.encoder = Encoder(cfg.encoder, cfg.causal, cfg.sample_rate)
         self.quantizer = Quantizer(cfg.quantizer, cfg.encoder.dimension)
+        # Codes that carry F0: the input's F0 channel is searched beside the latents.
+        self.f0_channel = (
+            F0Channel(cfg.quantizer.f0_scale, cfg.hop_length, cfg.sample_rate)
+            if cfg.quantizer.f0_scale
+            else None
+        )
         self.decoder = Decoder(
-            cfg.decoder, cfg.encoder.dimension, cfg.hop_length, cfg.causal, cfg.sample_rate
+            cfg.decoder,
+            cfg.encoder.dimension,
+            cfg.hop_length,
+            cfg.causal,
+            cfg.sample_rate,
+            self.f0_channel,
         )
 
     # -- construction and persistence ------------------------------------------------------
@@ -138,7 +150,7 @@ class Codec(nn.Module):
         forcing) and the output carries the decoder's own pitch prediction for its loss.
         """
         latents = self.encoder(wav)
-        vq = self.quantizer(latents)
+        vq = self.quantizer(latents, None if self.f0_channel is None else self.f0_channel(wav))
         if self.decoder.head.source is None:
             return CodecOutput(self.decoder(vq.quantized), vq)
         audio, pitch = self.decoder(vq.quantized, f0=f0, with_pitch=True)
@@ -185,7 +197,8 @@ class Codec(nn.Module):
         # Masking is needed only when items of different lengths share a batch.
         uneven = bool((code_lengths != n_frames).any())
         latents = self.encoder(wav, code_lengths * hop if uneven else None)
-        codes = self.quantizer.encode(latents)
+        f0_channel = None if self.f0_channel is None else self.f0_channel(wav)
+        codes = self.quantizer.encode(latents, f0_channel)
         return codes, code_lengths
 
     def check_codes(self, codes: torch.Tensor) -> None:

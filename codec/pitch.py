@@ -150,3 +150,56 @@ class PitchBranch(nn.Module):
         if span is None:
             return wav.new_zeros(wav.shape[0], self.project.out_channels, 0)
         return self._out(span[:, 0].unfold(-1, self.window, self.hop))
+
+
+class F0Channel(nn.Module):
+    """(B, 1, T) samples -> (B, T / hop) the F0 channel a code carries (`quantizer.f0_scale`).
+
+    Each frame's log F0 from `frame_period` over the 1,024 samples ending at the frame's end
+    (causal), as `scale * log(F0 / 150 Hz)`; frames with a periodicity under 0.45 or a level
+    under -55 dBFS are unvoiced, at one value a full log unit below the lowest voiced one, so
+    that a nearest-code search never mistakes one for the other. No parameters.
+    """
+
+    WINDOW = 1024
+    REF_HZ = 150.0
+    MIN_PERIODICITY, MIN_LEVEL_DB = 0.45, -55.0
+
+    def __init__(self, scale: float, hop: int, sample_rate: int):
+        super().__init__()
+        self.scale, self.hop, self.sample_rate = scale, hop, sample_rate
+        self.window = max(self.WINDOW, hop)
+        lowest = math.log(F0_MIN_HZ / self.REF_HZ)
+        self.unvoiced = scale * (lowest - 1.0)
+        self.voiced_above = scale * (lowest - 0.5)
+
+    def _channel(self, seg: torch.Tensor) -> torch.Tensor:
+        """(B, F, W) windows -> (B, F) channel values."""
+        seg = seg - seg.mean(-1, keepdim=True)
+        lag, periodicity = frame_period(seg, self.sample_rate)
+        level = 10 * torch.log10(seg.pow(2).mean(-1) + 1e-10)
+        voiced = (periodicity > self.MIN_PERIODICITY) & (level > self.MIN_LEVEL_DB)
+        log_f0 = math.log(self.sample_rate / self.REF_HZ) - lag.log()
+        return torch.where(voiced, self.scale * log_f0, torch.full_like(log_f0, self.unvoiced))
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) samples, T a multiple of the hop -> (B, T / hop) channel values."""
+        padded = F.pad(wav[:, 0].float(), (self.window - self.hop, 0))
+        return self._channel(padded.unfold(-1, self.window, self.hop))
+
+    @torch.no_grad()
+    def stream(self, wav: torch.Tensor, state: PitchStreamState) -> torch.Tensor:
+        """(B, 1, t) new samples -> (B, f) values of the frames now complete; updates `state`."""
+        span, state.samples = stream_span(
+            wav.float(), state.samples, self.window - self.hop, self.window, self.hop
+        )
+        if span is None:
+            return wav.new_zeros(wav.shape[0], 0)
+        return self._channel(span[:, 0].unfold(-1, self.window, self.hop))
+
+    def to_hz(self, channel: torch.Tensor) -> torch.Tensor:
+        """(B, F) channel values (a code's, after the nearest-code search) -> F0 (B, F) in Hz,
+        0 where unvoiced."""
+        hz = self.REF_HZ * torch.exp(channel.float() / self.scale)
+        return torch.where(channel > self.voiced_above, hz, torch.zeros_like(hz))

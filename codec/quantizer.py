@@ -101,9 +101,11 @@ class Quantizer(nn.Module):
             threshold_ema_dead_code=cfg.dead_code_threshold,
             commitment_weight=cfg.commitment_weight,
         )
+        # With an F0 channel the codes live in the lookup space plus one F0 dimension.
+        self.f0_scale = cfg.f0_scale
         old = self.vq._codebook
         self.vq._codebook = _EMACodebook(
-            dim=old.embed.shape[1],
+            dim=old.embed.shape[1] + (1 if self.f0_scale else 0),
             codebook_size=cfg.codebook_size,
             kmeans_init=True,
             kmeans_iters=cfg.kmeans_iters,
@@ -116,28 +118,58 @@ class Quantizer(nn.Module):
     def initialised(self) -> bool:
         return bool(self.vq._codebook.inited.item())
 
-    def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        """Training/eval pass: (B, D, F) -> QuantizerOutput. Updates the codebook in training."""
+    def _search_space(self, latents: torch.Tensor, f0_channel: torch.Tensor | None):
+        """(B, D, F) latents (+ (B, F) F0 channel) -> (lookup (B, F, codebook_dim), the vectors
+        searched (B, F, codebook_dim [+ 1]))."""
+        lookup = self.vq.project_in(self.pre_norm(latents.float()).transpose(1, 2))
+        if not self.f0_scale:
+            return lookup, lookup
+        if f0_channel is None:
+            raise ValueError("this quantizer's codes carry F0: pass the input's F0 channel")
+        return lookup, torch.cat([lookup, f0_channel.float()[..., None]], -1)
+
+    def forward(
+        self, latents: torch.Tensor, f0_channel: torch.Tensor | None = None
+    ) -> QuantizerOutput:
+        """Training/eval pass: (B, D, F) latents (+ (B, F) F0 channel, `pitch.F0Channel`, when
+        the codes carry F0) -> QuantizerOutput. Updates the codebook in training."""
         # Nearest-code search and EMA statistics stay in float32 under a bf16 autocast: bf16's
         # 8-bit mantissa would pick neighbours by rounding noise and bias the running sums.
         with torch.autocast(latents.device.type, enabled=False):
-            z = self.pre_norm(latents.float())
             codebook = self.vq._codebook
             restarted = 0
             if self.training and self.initialised and codebook.threshold_ema_dead_code > 0:
                 # The same test encodec's expire_codes_ applies before it restarts codes.
                 restarted = int((codebook.cluster_size < codebook.threshold_ema_dead_code).sum())
-            quantized, codes, loss = self.vq(z)
-            # The same projection the codebook lookup applies inside `self.vq` (a small matmul).
-            lookup = self.vq.project_in(z.transpose(1, 2)).transpose(1, 2)
-        return QuantizerOutput(quantized, codes, loss.sum(), restarted, lookup)
+            lookup, x = self._search_space(latents, f0_channel)
+            # encodec's VectorQuantization.forward, on the searched vectors: straight-through,
+            # and a commitment loss on the lookup part only (the F0 channel has no gradient).
+            quantize, codes = codebook(x)
+            if self.training:
+                quantize = x + (quantize - x).detach()
+            loss = latents.new_zeros((), dtype=torch.float32)
+            if self.training and self.vq.commitment_weight > 0:
+                dims = lookup.shape[-1]
+                commit = nn.functional.mse_loss(quantize[..., :dims].detach(), lookup)
+                loss = loss + commit * self.vq.commitment_weight
+            quantized = self._project_out(quantize)
+        return QuantizerOutput(quantized, codes, loss, restarted, lookup.transpose(1, 2))
 
-    def encode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, D, F) latents -> (B, F) int64 token ids (never touches the codebook). In float32
-        under any autocast, as in `forward`: a served bf16 or fp16 model picks the same codes."""
+    def _project_out(self, vectors: torch.Tensor) -> torch.Tensor:
+        """(B, F, codebook_dim [+ 1]) -> (B, D [+ 1], F): the F0 channel passes unchanged."""
+        if not self.f0_scale:
+            return self.vq.project_out(vectors).transpose(1, 2)
+        out = self.vq.project_out(vectors[..., :-1])
+        return torch.cat([out, vectors[..., -1:]], -1).transpose(1, 2)
+
+    def encode(self, latents: torch.Tensor, f0_channel: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D, F) latents (+ (B, F) F0 channel when the codes carry F0) -> (B, F) int64 token
+        ids (never touches the codebook). In float32 under any autocast, as in `forward`: a
+        served bf16 or fp16 model picks the same codes."""
         with torch.autocast(latents.device.type, enabled=False):
-            return self.vq.encode(self.pre_norm(latents.float()))
+            return self.vq._codebook.encode(self._search_space(latents, f0_channel)[1])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, F) token ids -> (B, D', F) quantized latents fed to the decoder."""
-        return self.vq.decode(codes)
+        """(B, F) token ids -> (B, D', F) quantized latents fed to the decoder; when the codes
+        carry F0, D' = D + 1 and the last channel is each code's F0 channel."""
+        return self._project_out(self.vq._codebook.decode(codes))

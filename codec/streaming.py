@@ -18,6 +18,7 @@ import torch
 
 from codec.decoder import DecoderStreamState
 from codec.encoder import EncoderStreamState
+from codec.pitch import PitchStreamState
 
 
 def _require_causal(codec) -> None:
@@ -32,6 +33,8 @@ class EncoderState:
     """Network state plus the number of samples pushed so far."""
 
     network: EncoderStreamState = field(default_factory=EncoderStreamState)
+    # The F0 channel's window (codes that carry F0 only).
+    f0: PitchStreamState = field(default_factory=PitchStreamState)
     samples_in: int = 0
     frames_out: int = 0
     finished: bool = False
@@ -76,9 +79,12 @@ class StreamingEncoder:
         wav = self._as_batch(wav)
         self.state.samples_in += wav.shape[-1]
         latents = self.codec.encoder.stream(wav, self.state.network)
+        f0_channel = self.codec.f0_channel
+        if f0_channel is not None:  # before any early return: it must see every sample
+            f0_channel = f0_channel.stream(wav, self.state.f0)
         if latents.shape[-1] == 0:
             return torch.zeros(self.batch_size, 0, dtype=torch.long, device=self.codec.device)
-        codes = self.codec.quantizer.encode(latents)
+        codes = self.codec.quantizer.encode(latents, f0_channel)
         self.state.frames_out += codes.shape[-1]
         return codes
 

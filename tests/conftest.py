@@ -54,7 +54,7 @@ def prime_codebook(model: Codec, seed: int = 0) -> None:
         if isinstance(norm, torch.nn.BatchNorm1d):
             norm.momentum = None
         quantizer.train()
-        quantizer(latents)
+        quantizer(latents, None if model.f0_channel is None else model.f0_channel(batch))
         quantizer.eval()
         if isinstance(norm, torch.nn.BatchNorm1d):
             norm.momentum = momentum
@@ -142,6 +142,24 @@ def lookahead_codec(lookahead: int = 2, seed: int = 0) -> Codec:
     model = make_codec(CodecConfig.model_validate(data), seed)
     with torch.no_grad():
         model.decoder.embed_future.weight.normal_(0, 0.5)
+    return model
+
+
+def f0_codebook_config(f0_scale: float = 4.0) -> CodecConfig:
+    """`tiny_causal` with a harmonic source, a decoder lookahead of 2 and codes that carry F0."""
+    data = CodecConfig.named("wavtok-tiny-causal").model_dump()
+    data["name"] = "wavtok-tiny-causal-f0"
+    data["decoder"].update(excitation="harmonic", lookahead=2)
+    data["quantizer"]["f0_scale"] = f0_scale
+    return CodecConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_f0() -> Codec:
+    model = make_codec(f0_codebook_config())
+    with torch.no_grad():
+        model.decoder.embed_future.weight.normal_(0, 0.5)
+        model.decoder.head.source.gain.bias.zero_()
     return model
 
 

@@ -83,6 +83,7 @@ def _padded_batch(items: list[torch.Tensor], pad_seed: int = 7) -> torch.Tensor:
         "tiny_pitch",
         "tiny_causal_pitch",
         "tiny_causal_encoder_lookahead",
+        "tiny_causal_f0",
     ],
 )
 def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str):
@@ -109,6 +110,7 @@ def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str)
         "tiny_causal_phaseinc",
         "tiny_causal_harmonic",
         "tiny_causal_lookahead",
+        "tiny_causal_f0",
     ],
 )
 def test_batched_decode_equals_single(request: pytest.FixtureRequest, name: str):
