@@ -18,40 +18,29 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from harmonic_common import REPO, harmonic_model_and_clips, parser_for
 
 from codec.audio import load_mono
 from codec.codebook_fit import with_f0_codes
 from codec.metrics import METRIC_RATE, match_length, pesq_wb, resample, stoi_score
-from codec.model import Codec
 from codec.pitch import estimate_f0
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="wavtok-cpu-75hz-causal")
+    parser = parser_for(__doc__, clips=9, every=12)
     parser.add_argument("--manifest", default=str(REPO / "data/train-real/manifest.jsonl"))
-    parser.add_argument("--data", default=str(REPO.parent / "shared/data/test/libritts_test_clean"))
     parser.add_argument("--f0-scales", type=float, nargs="+", default=[65.0, 130.0])
-    parser.add_argument("--clips", type=int, default=9)
-    parser.add_argument("--every", type=int, default=12)
     parser.add_argument("--iters", type=int, default=15)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    source = Codec.from_pretrained(args.model).eval()
+    source, clips = harmonic_model_and_clips(args)
     manifest = Path(args.manifest)
     if not manifest.is_file():
         raise SystemExit(f"{manifest}: no manifest (wavtok data prepare ../shared/data/train)")
-    clips = sorted(Path(args.data).glob("*.wav"))[:: args.every][: args.clips]
-    if not clips:
-        raise SystemExit(f"{args.data}: no .wav clips")
     rate = source.sample_rate
     entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     speech = [e for e in entries if "music" not in Path(e["source"]).parts]

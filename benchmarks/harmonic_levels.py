@@ -14,17 +14,14 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
+from harmonic_common import harmonic_model_and_clips, parser_for
 
 from codec.audio import load_mono
 from codec.model import Codec
 from codec.pitch import estimate_f0
 
-REPO = Path(__file__).resolve().parents[1]
 N_FFT, TOP_HZ, FLOOR_DB = 2048, 1000.0, 50.0
 BANDS_HZ = ((0, 300), (300, 600), (600, 1000))
 
@@ -70,19 +67,8 @@ def clip_harmonics(codec: Codec, wav: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="wavtok-cpu-75hz-causal")
-    parser.add_argument("--data", default=str(REPO.parent / "shared/data/test/libritts_test_clean"))
-    parser.add_argument("--clips", type=int, default=9)
-    parser.add_argument("--every", type=int, default=12)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    codec = Codec.from_pretrained(args.model).eval()
-    if codec.decoder.head.source is None:
-        raise SystemExit(f"{args.model}: not a harmonic model, it takes no F0")
-    clips = sorted(Path(args.data).glob("*.wav"))[:: args.every][: args.clips]
-    if not clips:
-        raise SystemExit(f"{args.data}: no .wav clips")
+    args = parser_for(__doc__, clips=9, every=12).parse_args()
+    codec, clips = harmonic_model_and_clips(args)
     per_clip = [clip_harmonics(codec, load_mono(clip, codec.sample_rate)[0]) for clip in clips]
     print(f"{args.model}: {len(clips)} clips, harmonics below {TOP_HZ:.0f} Hz in voiced frames")
     for name in ("model", "oracle"):

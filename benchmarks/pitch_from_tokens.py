@@ -12,19 +12,16 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
+from harmonic_common import harmonic_model_and_clips, parser_for
 
 from codec.audio import load_mono
 from codec.metrics import METRIC_RATE, match_length, pesq_wb, resample, stoi_score
 from codec.model import Codec
 from codec.pitch import estimate_f0
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @torch.inference_mode()
@@ -51,19 +48,8 @@ def clip_pitch(codec: Codec, wav: torch.Tensor) -> dict[str, np.ndarray | float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="wavtok-cpu-75hz-causal")
-    parser.add_argument("--data", default=str(REPO.parent / "shared/data/test/libritts_test_clean"))
-    parser.add_argument("--clips", type=int, default=5)
-    parser.add_argument("--every", type=int, default=20)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    codec = Codec.from_pretrained(args.model).eval()
-    if codec.decoder.head.source is None:
-        raise SystemExit(f"{args.model}: not a harmonic model, it predicts no pitch")
-    clips = sorted(Path(args.data).glob("*.wav"))[:: args.every][: args.clips]
-    if not clips:
-        raise SystemExit(f"{args.data}: no .wav clips")
+    args = parser_for(__doc__, clips=5, every=20).parse_args()
+    codec, clips = harmonic_model_and_clips(args)
     errors, voicing, scores = [], [], {"model": [], "oracle": []}
     for clip in clips:
         wav, _ = load_mono(clip, codec.sample_rate)

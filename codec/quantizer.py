@@ -1,9 +1,11 @@
 """One-codebook vector quantizer: `encodec`'s EMA codebook plus usage statistics.
 
-`encodec.quantization.core_vq.VectorQuantization` provides k-means initialisation on the first
-training batch, EMA codebook updates, dead-code restart from the batch, the commitment loss and
-the straight-through estimator. This wrapper adds a per-channel standardisation in front
-(optional), a count of restarted codes, and codebook-usage figures.
+`encodec.quantization.core_vq.VectorQuantization` provides the projections in and out of the
+lookup space and its codebook: k-means initialisation on the first training batch, EMA updates
+and dead-code restart from the batch. This wrapper adds a per-channel standardisation in front
+(optional), an optional F0 dimension in the searched vectors (codes that carry F0), the
+commitment loss and straight-through estimator over them, a count of restarted codes, and
+codebook-usage figures.
 """
 
 from __future__ import annotations
