@@ -18,7 +18,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 from harmonic_common import REPO, harmonic_model_and_clips, parser_for
 
 from codec.audio import load_mono
-from codec.codebook_fit import with_f0_codes
+from codec.codebook_fit import speech_segment_paths, with_f0_codes
 from codec.metrics import METRIC_RATE, match_length, pesq_wb, resample, stoi_score
 from codec.pitch import estimate_f0
 
@@ -38,12 +37,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=15)
     args = parser.parse_args()
     source, clips = harmonic_model_and_clips(args)
-    manifest = Path(args.manifest)
-    if not manifest.is_file():
-        raise SystemExit(f"{manifest}: no manifest (wavtok data prepare ../shared/data/train)")
+    try:
+        speech = speech_segment_paths(Path(args.manifest))
+    except (OSError, ValueError, KeyError) as err:
+        raise SystemExit(str(err)) from None
     rate = source.sample_rate
-    entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    speech = [e for e in entries if "music" not in Path(e["source"]).parts]
     print(f"{args.model}: codebooks fitted on {len(speech)} speech segments, {len(clips)} clips")
 
     tests = [load_mono(clip, rate)[0] for clip in clips]
@@ -67,7 +65,7 @@ def main() -> None:
         report("as shipped", shipped)
         report("with the input's F0", oracle)
         for scale in args.f0_scales:
-            segments = (load_mono(manifest.parent / e["path"], rate)[0] for e in speech)
+            segments = (load_mono(path, rate)[0] for path in speech)
             fitted = with_f0_codes(source, scale, segments, args.iters)
             played, own, errors = [], [], []
             for wav, ref in zip(tests, refs, strict=True):

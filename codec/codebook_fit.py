@@ -9,10 +9,20 @@ the given speech. The bitrate stays the same; the decoder then plays each code's
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
+from codec.data import manifest_rows
 from codec.model import Codec
+
+
+def speech_segment_paths(manifest: Path, include_music: bool = False) -> list[Path]:
+    """The audio files of a `manifest.jsonl`, without those whose source lies in a `music`
+    folder unless `include_music`: F0 codes are fitted to speech."""
+    rows = manifest_rows(manifest)
+    keep = [r for r in rows if include_music or "music" not in Path(r["source"]).parts]
+    return [manifest.parent / r["path"] for r in keep]
 
 
 def nearest(x: torch.Tensor, centres: torch.Tensor, chunk: int = 20000) -> torch.Tensor:
@@ -58,8 +68,7 @@ def search_vectors(codec: Codec, wav: torch.Tensor) -> torch.Tensor:
     searches (lookup vectors, plus the F0 channel when its codes carry F0)."""
     hop = codec.hop_length
     wav = wav[: (wav.shape[-1] // hop) * hop].reshape(1, 1, -1).to(codec.device)
-    channel = None if codec.f0_channel is None else codec.f0_channel(wav)
-    return codec.quantizer._search_space(codec.encoder(wav), channel)[1][0]
+    return codec.quantizer.search_space(codec.encoder(wav), codec.f0_channel_of(wav))[1][0]
 
 
 def with_f0_codes(

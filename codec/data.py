@@ -92,6 +92,14 @@ class Augment:
     noise_db: tuple[float, float] = (-60.0, -40.0)
 
 
+def manifest_rows(manifest: Path) -> list[dict]:
+    """A `manifest.jsonl` -> its rows (`path` relative to its folder, `num_samples`, `source`)."""
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: no manifest (run `wavtok data prepare`)")
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 class SegmentDataset:
     """All manifest audio held in RAM as int16; `sample(n, length, gen)` -> (n, 1, length) float."""
 
@@ -101,10 +109,7 @@ class SegmentDataset:
             root = manifest.parent if manifest.is_file() else manifest
             manifest = manifest if manifest.is_file() else manifest / MANIFEST
             _forbid_test_data(root)
-            if not manifest.is_file():
-                raise FileNotFoundError(f"{manifest}: no manifest (run `wavtok data prepare`)")
-            for line in manifest.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
+            for row in manifest_rows(manifest):
                 wav, _ = load_mono(root / row["path"], sample_rate)
                 self.clips.append((wav.clamp(-1, 1) * 32767).round().to(torch.int16))
         if not self.clips:

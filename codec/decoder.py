@@ -97,12 +97,14 @@ class Decoder(nn.Module):
         mask = None if frame_lengths is None else frame_mask(frame_lengths, latents.shape[-1])
         if self.f0_channel is not None:
             latents, channel = latents[:, :-1], latents[:, -1]
-            if mask is not None:
-                channel = channel.masked_fill(mask[:, 0] == 0, self.f0_channel.unvoiced)
-            # Past the end the future is unvoiced, as `stream_flush` gives it.
-            future = nn.functional.pad(channel[:, 1:], (0, 1), value=self.f0_channel.unvoiced)
             if f0 is None:
-                f0 = self.f0_channel.to_hz(future)
+                unvoiced = self.f0_channel.unvoiced
+                if mask is not None:
+                    channel = channel.masked_fill(mask[:, 0] == 0, unvoiced)
+                # Past the end the future is unvoiced, as `stream_flush` gives it.
+                f0 = self.f0_channel.to_hz(
+                    nn.functional.pad(channel[:, 1:], (0, 1), value=unvoiced)
+                )
         if mask is not None:
             latents = latents * mask
         x = self.embed(latents)

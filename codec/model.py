@@ -142,6 +142,11 @@ class Codec(nn.Module):
         """Token frames produced for `num_samples` input samples: ceil(T / hop)."""
         return -(-num_samples // self.hop_length)
 
+    def f0_channel_of(self, wav: torch.Tensor) -> torch.Tensor | None:
+        """(B, 1, T) samples, T a multiple of the hop -> (B, T / hop) the F0 channel its codes
+        carry (`pitch.F0Channel`), or None when they carry none."""
+        return None if self.f0_channel is None else self.f0_channel(wav)
+
     # -- training pass ---------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, f0: torch.Tensor | None = None) -> CodecOutput:
         """(B, 1, T) samples, T a multiple of the hop -> reconstruction plus VQ output.
@@ -150,7 +155,7 @@ class Codec(nn.Module):
         forcing) and the output carries the decoder's own pitch prediction for its loss.
         """
         latents = self.encoder(wav)
-        vq = self.quantizer(latents, None if self.f0_channel is None else self.f0_channel(wav))
+        vq = self.quantizer(latents, self.f0_channel_of(wav))
         if self.decoder.head.source is None:
             return CodecOutput(self.decoder(vq.quantized), vq)
         audio, pitch = self.decoder(vq.quantized, f0=f0, with_pitch=True)
@@ -197,8 +202,7 @@ class Codec(nn.Module):
         # Masking is needed only when items of different lengths share a batch.
         uneven = bool((code_lengths != n_frames).any())
         latents = self.encoder(wav, code_lengths * hop if uneven else None)
-        f0_channel = None if self.f0_channel is None else self.f0_channel(wav)
-        codes = self.quantizer.encode(latents, f0_channel)
+        codes = self.quantizer.encode(latents, self.f0_channel_of(wav))
         return codes, code_lengths
 
     def check_codes(self, codes: torch.Tensor) -> None:

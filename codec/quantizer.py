@@ -120,7 +120,7 @@ class Quantizer(nn.Module):
     def initialised(self) -> bool:
         return bool(self.vq._codebook.inited.item())
 
-    def _search_space(self, latents: torch.Tensor, f0_channel: torch.Tensor | None):
+    def search_space(self, latents: torch.Tensor, f0_channel: torch.Tensor | None):
         """(B, D, F) latents (+ (B, F) F0 channel) -> (lookup (B, F, codebook_dim), the vectors
         searched (B, F, codebook_dim [+ 1]))."""
         lookup = self.vq.project_in(self.pre_norm(latents.float()).transpose(1, 2))
@@ -143,7 +143,7 @@ class Quantizer(nn.Module):
             if self.training and self.initialised and codebook.threshold_ema_dead_code > 0:
                 # The same test encodec's expire_codes_ applies before it restarts codes.
                 restarted = int((codebook.cluster_size < codebook.threshold_ema_dead_code).sum())
-            lookup, x = self._search_space(latents, f0_channel)
+            lookup, x = self.search_space(latents, f0_channel)
             # encodec's VectorQuantization.forward, on the searched vectors: straight-through,
             # and a commitment loss on the lookup part only (the F0 channel has no gradient).
             quantize, codes = codebook(x)
@@ -169,7 +169,7 @@ class Quantizer(nn.Module):
         ids (never touches the codebook). In float32 under any autocast, as in `forward`: a
         served bf16 or fp16 model picks the same codes."""
         with torch.autocast(latents.device.type, enabled=False):
-            return self.vq._codebook.encode(self._search_space(latents, f0_channel)[1])
+            return self.vq._codebook.encode(self.search_space(latents, f0_channel)[1])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, F) token ids -> (B, D', F) quantized latents fed to the decoder; when the codes

@@ -13,14 +13,13 @@ result is a model directory to evaluate (`wavtok eval --model OUT`) or to fine-t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from codec.audio import load_mono
-from codec.codebook_fit import with_f0_codes
+from codec.codebook_fit import speech_segment_paths, with_f0_codes
 from codec.model import Codec
 
 
@@ -38,18 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     manifest = Path(args.manifest)
     try:
         source = Codec.from_pretrained(args.source)
-        entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-        entries = [
-            e for e in entries if args.include_music or "music" not in Path(e["source"]).parts
-        ]
-        segments = (load_mono(manifest.parent / e["path"], source.sample_rate)[0] for e in entries)
+        paths = speech_segment_paths(manifest, args.include_music)
+        segments = (load_mono(path, source.sample_rate)[0] for path in paths)
         codec = with_f0_codes(source, args.f0_scale, segments, args.iters)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, KeyError) as err:
         print(f"fit_f0_codebook: {err}", file=sys.stderr)
         return 1
     codec.config = codec.config.model_copy(update={"name": args.name or Path(args.out).name})
     codec.save_pretrained(args.out)
-    print(f"wrote {args.out}: {len(entries)} segments, f0_scale {args.f0_scale}")
+    print(f"wrote {args.out}: {len(paths)} segments, f0_scale {args.f0_scale}")
     return 0
 
 
