@@ -121,32 +121,9 @@ def _decode(codec: Codec, codes: torch.Tensor, header: TokenHeader) -> torch.Ten
 
 def check_header(codec: Codec, header: TokenHeader, num_frames: int) -> None:
     """Raise ValueError when a token file cannot be decoded by `codec`; warn on a name mismatch."""
-    if header.codebook_size != codec.codebook_size:
-        raise ValueError(
-            f"token file uses a {header.codebook_size}-entry codebook (model {header.model!r}) "
-            f"but model {codec.name!r} has {codec.codebook_size}"
-        )
-    if header.sample_rate != codec.sample_rate:
-        raise ValueError(
-            f"token file is at {header.sample_rate} Hz but model {codec.name!r} "
-            f"runs at {codec.sample_rate} Hz"
-        )
-    if abs(header.frame_rate - codec.frame_rate) > 1e-6:
-        raise ValueError(
-            f"token file has {header.frame_rate:g} frames/s but model {codec.name!r} "
-            f"has {codec.frame_rate:g}"
-        )
-    if num_frames < 1:
-        raise ValueError("token file holds no frames")
-    if (
-        not (num_frames - 1) * codec.hop_length
-        < header.num_samples
-        <= num_frames * codec.hop_length
-    ):
-        raise ValueError(
-            f"token file header is inconsistent: {header.num_samples} samples "
-            f"for {num_frames} frames of {codec.hop_length}"
-        )
+    problem = header.mismatch(codec, num_frames)
+    if problem:
+        raise ValueError(problem)
     if header.model != codec.name:
         _warn(f"token file was written by model {header.model!r}, decoding with {codec.name!r}")
 
@@ -258,15 +235,17 @@ def _info_audio(path: Path) -> None:
 
 def _info_model(target: str) -> None:
     from codec.config import CodecConfig, named_configs
-    from codec.model import CONFIG_FILE, Codec, resolve_model_dir
+    from codec.model import CONFIG_FILE, Codec, codebook_id_of, resolve_model_dir
 
     try:
-        cfg = CodecConfig.from_yaml(resolve_model_dir(target) / CONFIG_FILE)
-        kind = "model"
+        model_dir = resolve_model_dir(target)
+        cfg, kind = CodecConfig.from_yaml(model_dir / CONFIG_FILE), "model"
+        codebook_id = codebook_id_of(model_dir)
     except FileNotFoundError:
         if target not in named_configs():
             raise
         cfg, kind = CodecConfig.named(target), "config preset (no weights)"
+        codebook_id = "n/a (no weights)"
     params = sum(p.numel() for p in Codec(cfg).parameters())
     _print_fields(
         {
@@ -277,6 +256,7 @@ def _info_model(target: str) -> None:
             "hop_length": cfg.hop_length,
             "frame_rate_hz": f"{cfg.frame_rate:g}",
             "codebook_size": cfg.quantizer.codebook_size,
+            "codebook_id": codebook_id,
             "bitrate_bps": f"{cfg.bitrate:g}",
             "params": f"{params:,}",
             "latency_ms": f"{cfg.streaming_latency_ms:.1f}" if cfg.causal else "n/a (offline only)",

@@ -47,6 +47,7 @@ class EncodeResult:
     frame_rate: float
     codebook_size: int
     num_samples: int
+    codebook_id: str | None = None  # None from a server that predates it
 
     @property
     def num_frames(self) -> int:
@@ -60,6 +61,7 @@ class EncodeResult:
             frame_rate=self.frame_rate,
             codebook_size=self.codebook_size,
             num_samples=self.num_samples,
+            codebook_id=self.codebook_id,
         )
 
     def to_tokenfile(self) -> bytes:
@@ -91,11 +93,15 @@ def decode_payload(codes: CodesInput, num_samples: int | None, model: str | None
     """httpx request keywords (`content` + headers, or `json`) for POST /v1/decode."""
     if isinstance(codes, bytes | bytearray):
         return {"content": bytes(codes), "headers": {"content-type": TOKEN_TYPE}}
+    codebook_id = None
     if isinstance(codes, EncodeResult):
         num_samples = codes.num_samples if num_samples is None else num_samples
         model = model or codes.model
+        codebook_id = codes.codebook_id
         codes = codes.codes
     body: dict[str, Any] = {"codes": np.asarray(codes, dtype=np.int64).reshape(-1).tolist()}
+    if codebook_id is not None:
+        body["codebook_id"] = codebook_id
     if num_samples is not None:
         body["num_samples"] = int(num_samples)
     if model is not None:
@@ -123,6 +129,7 @@ def encode_result(data: dict) -> EncodeResult:
         frame_rate=float(data["frame_rate"]),
         codebook_size=int(data["codebook_size"]),
         num_samples=int(data["num_samples"]),
+        codebook_id=data.get("codebook_id"),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -19,17 +20,24 @@ from codec.config import CodecConfig
 from codec.decoder import Decoder
 from codec.encoder import Encoder
 from codec.pitch import F0Channel
-from codec.quantizer import Quantizer, QuantizerOutput
+from codec.quantizer import Quantizer, QuantizerOutput, codebook_fingerprint
 
 DEFAULT_MODEL = "wavtok-cpu-75hz-causal"
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
+CODEBOOK_KEY = "quantizer.vq._codebook.embed"
 
 
 def models_dir() -> Path:
     """Where named models live: $WAVTOK_MODELS_DIR, else the repository's `models/`."""
     env = os.environ.get("WAVTOK_MODELS_DIR")
     return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+def codebook_id_of(model_dir: str | Path) -> str:
+    """`Codec.codebook_id` of a saved model, read from its weights without building it."""
+    with safe_open(str(Path(model_dir) / WEIGHTS_FILE), framework="pt") as weights:
+        return codebook_fingerprint(weights.get_tensor(CODEBOOK_KEY))
 
 
 def resolve_model_dir(name_or_dir: str | Path | None) -> Path:
@@ -124,6 +132,12 @@ class Codec(nn.Module):
     @property
     def codebook_size(self) -> int:
         return self.config.quantizer.codebook_size
+
+    @property
+    def codebook_id(self) -> str:
+        """The token vocabulary's fingerprint (16 hex digits), which token files record: tokens
+        decode correctly only with a model whose codebook has the same one."""
+        return self.quantizer.codebook_id
 
     @property
     def bitrate(self) -> float:

@@ -10,6 +10,7 @@ codebook-usage figures.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -61,6 +62,13 @@ def codebook_usage(codes: torch.Tensor, codebook_size: int) -> CodebookUsage:
     probs = counts[counts > 0] / flat.numel()
     entropy = float(-(probs * probs.log2()).sum())
     return CodebookUsage(int((counts > 0).sum()), codebook_size, entropy, math.pow(2.0, entropy))
+
+
+def codebook_fingerprint(vectors: torch.Tensor) -> str:
+    """(codebook_size, dim) code vectors -> 16 hex digits of the SHA-256 of their float32
+    little-endian bytes: the identity of a token vocabulary, recorded in token files."""
+    data = vectors.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4")
+    return hashlib.sha256(data.tobytes()).hexdigest()[:16]
 
 
 class _EMACodebook(EuclideanCodebook):
@@ -119,6 +127,11 @@ class Quantizer(nn.Module):
     @property
     def initialised(self) -> bool:
         return bool(self.vq._codebook.inited.item())
+
+    @property
+    def codebook_id(self) -> str:
+        """`codebook_fingerprint` of the code vectors (lookup space, plus F0 if carried)."""
+        return codebook_fingerprint(self.vq._codebook.embed)
 
     def search_space(self, latents: torch.Tensor, f0_channel: torch.Tensor | None):
         """(B, D, F) latents (+ (B, F) F0 channel) -> (lookup (B, F, codebook_dim), the vectors

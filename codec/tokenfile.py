@@ -37,7 +37,9 @@ class TokenFileError(ValueError):
 
 class TokenHeader(BaseModel):
     """What a decoder needs besides the ids. `num_samples` is the original length at
-    `sample_rate`; decoding trims to it."""
+    `sample_rate`; decoding trims to it. `codebook_id` is the encoding model's
+    `Codec.codebook_id`: a model with another codebook would decode the ids to the wrong sounds
+    (files written before it existed have none, and are checked without it)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -49,18 +51,52 @@ class TokenHeader(BaseModel):
     num_frames: int = 0
     bits_per_code: int = 0
     crc32: int = 0
+    codebook_id: str | None = None
 
     @classmethod
     def for_model(cls, model, num_samples: int) -> TokenHeader:
         """The header for `num_samples` input samples encoded by `model` (a `Codec`, or anything
-        with its `name`, `sample_rate`, `frame_rate` and `codebook_size`)."""
+        with its `name`, `sample_rate`, `frame_rate`, `codebook_size` and `codebook_id`)."""
         return cls(
             model=model.name,
             sample_rate=model.sample_rate,
             frame_rate=model.frame_rate,
             codebook_size=model.codebook_size,
             num_samples=int(num_samples),
+            codebook_id=model.codebook_id,
         )
+
+    def mismatch(self, model, num_frames: int) -> str | None:
+        """Why `model` (a `Codec`, or anything with the attributes `for_model` reads plus
+        `hop_length`) cannot decode these `num_frames` ids, or None when it can."""
+        name = repr(model.name)
+        if self.codebook_size != model.codebook_size:
+            return (
+                f"token file uses a {self.codebook_size}-entry codebook (model {self.model!r}) "
+                f"but model {name} has {model.codebook_size}"
+            )
+        if self.sample_rate != model.sample_rate:
+            return f"token file is at {self.sample_rate} Hz but model {name} runs at {model.sample_rate} Hz"
+        if abs(self.frame_rate - model.frame_rate) > 1e-6:
+            return (
+                f"token file has {self.frame_rate:g} frames/s but model {name} "
+                f"has {model.frame_rate:g}"
+            )
+        if self.codebook_id is not None and self.codebook_id != model.codebook_id:
+            return (
+                f"token file was encoded with codebook {self.codebook_id} (model {self.model!r}) "
+                f"but model {name} has codebook {model.codebook_id}; decode with the model "
+                "that encoded it"
+            )
+        if num_frames < 1:
+            return "token file holds no frames"
+        hop = model.hop_length
+        if not (num_frames - 1) * hop < self.num_samples <= num_frames * hop:
+            return (
+                f"token file header is inconsistent: {self.num_samples} samples "
+                f"for {num_frames} frames of {hop}"
+            )
+        return None
 
     def duration_s(self) -> float:
         return self.num_samples / self.sample_rate

@@ -300,14 +300,16 @@ def _job(
 def run(args: argparse.Namespace) -> int:
     """Run `wavtok transcode MODE`; returns the exit status (1 on errors with --strict)."""
     from codec.config import CodecConfig
-    from codec.model import CONFIG_FILE, resolve_model_dir
+    from codec.model import CONFIG_FILE, codebook_id_of, resolve_model_dir
     from codec.transcode_core import STATE_DIR, Journal, ModelInfo
 
     _, out_dir = _check_args(args)
     if args.ray is None:  # with Ray, the actors' machines need the device, not this one
         _check_device(args.device)
     model_dir = resolve_model_dir(args.model)
-    info = ModelInfo.from_config(CodecConfig.from_yaml(model_dir / CONFIG_FILE))
+    info = ModelInfo.from_config(
+        CodecConfig.from_yaml(model_dir / CONFIG_FILE), codebook_id_of(model_dir)
+    )
     job = {
         "mode": args.transcode_mode,
         "model": info.name,

@@ -49,11 +49,17 @@ class ModelInfo:
     frame_rate: float
     hop_length: int
     codebook_size: int
+    codebook_id: str
 
     @classmethod
-    def from_config(cls, cfg: CodecConfig) -> ModelInfo:
+    def from_config(cls, cfg: CodecConfig, codebook_id: str) -> ModelInfo:
         return cls(
-            cfg.name, cfg.sample_rate, cfg.frame_rate, cfg.hop_length, cfg.quantizer.codebook_size
+            cfg.name,
+            cfg.sample_rate,
+            cfg.frame_rate,
+            cfg.hop_length,
+            cfg.quantizer.codebook_size,
+            codebook_id,
         )
 
     def header(self, num_samples: int) -> tokenfile.TokenHeader:
@@ -127,21 +133,6 @@ def remove_temp_files(root: Path) -> int:
 
 
 # -- loading (runs in worker threads or Ray tasks) -------------------------------------------------
-def check_header(header: tokenfile.TokenHeader, num_frames: int, info: ModelInfo) -> str | None:
-    """Why `info`'s model cannot decode this token file, or None when it can."""
-    if header.codebook_size != info.codebook_size:
-        return f"codebook of {header.codebook_size} entries, model has {info.codebook_size}"
-    if header.sample_rate != info.sample_rate:
-        return f"token file is at {header.sample_rate} Hz, model at {info.sample_rate} Hz"
-    if abs(header.frame_rate - info.frame_rate) > 1e-6:
-        return f"{header.frame_rate:g} frames/s, model has {info.frame_rate:g}"
-    if num_frames < 1:
-        return "token file holds no frames"
-    if not (num_frames - 1) * info.hop_length < header.num_samples <= num_frames * info.hop_length:
-        return f"inconsistent header: {header.num_samples} samples for {num_frames} frames"
-    return None
-
-
 def load_item(item: Item, mode: str, info: ModelInfo) -> Loaded:
     """Read, checksum and decode one input. Never raises: a bad file becomes `error`."""
     try:
@@ -152,7 +143,7 @@ def load_item(item: Item, mode: str, info: ModelInfo) -> Loaded:
     try:
         if mode == "decode":
             codes, header = tokenfile.loads(raw)
-            out.error = check_header(header, int(codes.size), info)
+            out.error = header.mismatch(info, int(codes.size))
             out.permanent = out.error is not None
             out.data, out.num_samples, out.source_model = codes, header.num_samples, header.model
             return out
@@ -188,7 +179,7 @@ class Processor:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.codec, self.mode = codec, mode
-        self.info = ModelInfo.from_config(codec.config)
+        self.info = ModelInfo.from_config(codec.config, codec.codebook_id)
         # Decoding only (codec/precision.py): encoded tokens never depend on it.
         self.decode_dtype = precision.decode_dtype(decode_dtype, codec.device)
 

@@ -252,6 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sample_rate=c.sample_rate,
             frame_rate=c.frame_rate,
             codebook_size=c.codebook_size,
+            codebook_id=c.codebook_id,
             num_frames=int(codes.shape[-1]),
             num_samples=int(wav.shape[-1]),
             codes=codes.tolist(),
@@ -287,15 +288,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise errors.invalid_codes(_first_error(e)) from None
             except OverflowError:
                 raise errors.invalid_codes("code ids must fit in 64-bit integers") from None
-            name, num_samples = req.model, req.num_samples
+            name, num_samples, codebook_id = req.model, req.num_samples, req.codebook_id
         else:
             try:
                 ids, header = tokenfile.loads(body)
             except tokenfile.TokenFileError as e:
                 raise errors.invalid_codes(str(e)) from None
-            name, num_samples = header.model, header.num_samples
+            name, num_samples, codebook_id = header.model, header.num_samples, None
         runner = registry.get(model or name)
-        codes = _checked_codes(runner, ids, header, settings)
+        codes = _checked_codes(runner, ids, header, codebook_id, settings)
         total = codes.shape[-1] * runner.codec.hop_length
         if num_samples is not None and not 1 <= num_samples <= total:
             raise errors.invalid_codes(f"num_samples must lie in [1, {total}] for these codes")
@@ -383,13 +384,18 @@ def _first_error(e: ValidationError) -> str:
     return f"{where}: {err['msg']}" if where else err["msg"]
 
 
-def _checked_codes(runner: ModelRunner, ids: np.ndarray, header, settings: Settings):
+def _checked_codes(
+    runner: ModelRunner, ids: np.ndarray, header, codebook_id: str | None, settings: Settings
+):
     c = runner.codec
-    if header and (header.codebook_size != c.codebook_size or header.sample_rate != c.sample_rate):
-        raise errors.invalid_codes(
-            f"token file is for a {header.codebook_size}-code, {header.sample_rate} Hz model; "
-            f"{c.name!r} has {c.codebook_size} codes at {c.sample_rate} Hz"
+    problem = header.mismatch(c, int(ids.size)) if header else None
+    if problem is None and codebook_id is not None and codebook_id != c.codebook_id:
+        problem = (
+            f"codes were encoded with codebook {codebook_id} but model {c.name!r} has codebook "
+            f"{c.codebook_id}; decode with the model that encoded them"
         )
+    if problem:
+        raise errors.invalid_codes(problem)
     codes = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).reshape(-1)
     try:
         c.check_codes(codes)

@@ -94,6 +94,7 @@ class ModelRunner:
             "frame_rate": c.frame_rate,
             "hop_length": c.hop_length,
             "codebook_size": c.codebook_size,
+            "codebook_id": c.codebook_id,
             "bitrate": c.bitrate,
             "causal": c.causal,
             "default": default,

@@ -27,6 +27,7 @@ class EncodeResponse(BaseModel):
                     "sample_rate": 24000,
                     "frame_rate": 75.0,
                     "codebook_size": 4096,
+                    "codebook_id": "ebf477b8588d093a",
                     "num_frames": 4,
                     "num_samples": 1200,
                     "codes": [17, 4051, 933, 12],
@@ -39,6 +40,10 @@ class EncodeResponse(BaseModel):
     sample_rate: int = Field(description="The model's rate; input was resampled to it.")
     frame_rate: float = Field(description="Token frames per second.")
     codebook_size: int
+    codebook_id: str = Field(
+        description="The codebook's fingerprint: codes decode correctly only with a model "
+        "that has the same one."
+    )
     num_frames: int
     num_samples: int = Field(description="Input length at `sample_rate`; pass it to decode.")
     codes: list[int] = Field(description="One token id per frame, in [0, codebook_size).")
@@ -57,6 +62,11 @@ class DecodeRequest(BaseModel):
     num_samples: StrictInt | None = Field(
         None, description="Trim the output to this many samples (the encoder's `num_samples`)."
     )
+    codebook_id: str | None = Field(
+        None,
+        description="The encoder's `codebook_id`; given, codes from another codebook are "
+        "refused instead of decoding to the wrong sounds.",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -69,6 +79,7 @@ class ModelInfo(BaseModel):
                     "frame_rate": 75.0,
                     "hop_length": 320,
                     "codebook_size": 4096,
+                    "codebook_id": "ebf477b8588d093a",
                     "bitrate": 900.0,
                     "causal": True,
                     "default": True,
@@ -82,6 +93,10 @@ class ModelInfo(BaseModel):
     frame_rate: float
     hop_length: int
     codebook_size: int
+    codebook_id: str = Field(
+        description="The codebook's fingerprint: codes decode correctly only with a model "
+        "that has the same one."
+    )
     bitrate: float = Field(description="Bits per second of the token stream.")
     causal: bool = Field(description="Causal models support streaming.")
     default: bool

@@ -256,6 +256,7 @@ async def _run(ws: WebSocket, op: str, registry: ModelRegistry, settings: Settin
             "sample_rate": codec.sample_rate,
             "frame_rate": codec.frame_rate,
             "codebook_size": codec.codebook_size,
+            "codebook_id": codec.codebook_id,
             "format": fmt,
             "latency_ms": latency,
         }

@@ -112,6 +112,7 @@ def test_info_each_kind(capsys, tmp_path, libritts_clip, clip_samples, tiny_mode
     fields = {k: v.strip() for k, v in fields.items()}
     assert fields["kind"] == "token file"
     assert fields["model"] == "wavtok-tiny-causal"
+    assert fields["codebook_id"] == Codec.from_pretrained(tiny_model_dir).codebook_id
     assert fields["bits_per_code"] == "12"
     assert fields["num_samples"] == str(clip_samples)
     assert int(fields["size_bytes"]) == wtok.stat().st_size
@@ -132,6 +133,7 @@ def test_info_each_kind(capsys, tmp_path, libritts_clip, clip_samples, tiny_mode
     assert "name:          wavtok-tiny-causal" in out and "causal:        True" in out
     assert "frame_rate_hz: 75" in out and "bitrate_bps:   900" in out
     assert "params:" in out
+    assert f"codebook_id:   {Codec.from_pretrained(tiny_model_dir).codebook_id}" in out
 
     code, out, _ = run(capsys, "info", "wavtok-24k-40hz")
     assert code == 0 and "config preset" in out and "bitrate_bps:   480" in out
@@ -222,6 +224,30 @@ def test_header_mismatches(capsys, tmp_path, libritts_clip, tiny_model_dir, tiny
     assert (
         err.startswith("wavtok: warning: ") and "other-name" in err and len(err.splitlines()) == 1
     )
+
+
+def test_tokens_of_a_retrained_codebook_are_refused(
+    capsys, tmp_path, libritts_clip, tiny_model_dir, tiny_causal
+):
+    """Same name and shape, other codebook: the ids would decode to the wrong sounds."""
+    wtok = tmp_path / "a.wtok"
+    run(capsys, "encode", libritts_clip, wtok, "--model", tiny_model_dir)
+    ids, header = tokenfile.load(wtok)
+    assert header.codebook_id == tiny_causal.codebook_id
+    retrained = tmp_path / "retrained"
+    save_variant(tiny_causal, retrained)
+    state = Codec.from_pretrained(retrained).state_dict()
+    state["quantizer.vq._codebook.embed"] += 0.01
+    model = Codec.from_pretrained(retrained)
+    model.load_state_dict(state)
+    model.save_pretrained(retrained)
+    code, _, err = run(capsys, "decode", wtok, tmp_path / "a.wav", "--model", retrained)
+    assert_one_line_error(code, err, f"codebook {header.codebook_id}", "decode with the model")
+    # A file written before token files carried a codebook_id is decoded as before.
+    legacy = tmp_path / "legacy.wtok"
+    tokenfile.save(legacy, ids, header.model_copy(update={"codebook_id": None}))
+    code, _, err = run(capsys, "decode", legacy, tmp_path / "b.wav", "--model", retrained)
+    assert code == 0, err
 
 
 def test_usage(capsys):

@@ -165,6 +165,7 @@ def test_tokenfile_round_trip(client, codec):
     codes, header = tokenfile.loads(blob)
     assert np.array_equal(codes, library_codes(codec, data))
     assert header.model == codec.name and header.num_samples == int(0.4 * SR)
+    assert header.codebook_id == codec.codebook_id
     f32 = np.frombuffer(client.decode(blob, format="f32"), "<f4")
     ref = library_audio(codec, codes, header.num_samples)
     assert f32.shape == ref.shape and np.abs(f32 - ref).max() < 1e-4

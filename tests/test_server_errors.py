@@ -168,6 +168,29 @@ def test_invalid_token_files(http):
     )
 
 
+def test_codes_of_another_codebook_are_refused(http):
+    """Tokens from a retrained model of the same name would decode to the wrong sounds."""
+    r = http.post("/v1/decode", json={"codes": [1, 2], "codebook_id": "0123456789abcdef"})
+    check_error(r, 422, "invalid_codes")
+    assert "0123456789abcdef" in r.json()["error"]["message"]
+    header = tokenfile.TokenHeader(
+        model="wavtok-tiny-causal",
+        sample_rate=SR,
+        frame_rate=75.0,
+        codebook_size=4096,
+        num_samples=640,
+        codebook_id="0123456789abcdef",
+    )
+    blob = tokenfile.dumps(np.arange(2), header)
+    headers = {"content-type": "application/octet-stream"}
+    r = http.post("/v1/decode", content=blob, headers=headers)
+    check_error(r, 422, "invalid_codes")
+    assert "decode with the model that encoded it" in r.json()["error"]["message"]
+    # The model's own codebook_id, from /v1/models, is accepted.
+    own = http.get("/v1/models").json()["models"][0]["codebook_id"]
+    assert http.post("/v1/decode", json={"codes": [1, 2], "codebook_id": own}).status_code == 200
+
+
 def test_invalid_audio(http):
     check_error(post_encode(http, b"definitely not audio"), 422, "invalid_audio")
     check_error(post_encode(http, b""), 422, "invalid_audio")

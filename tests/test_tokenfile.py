@@ -167,3 +167,25 @@ def test_load_missing_and_directory(tmp_path: Path):
         tokenfile.load(tmp_path / "nope.wtok")
     with pytest.raises(TokenFileError, match="is a directory"):
         tokenfile.load(tmp_path)
+
+
+def test_codebook_id_round_trips_and_guards_decoding():
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(
+        name="m",
+        sample_rate=24000,
+        frame_rate=75.0,
+        codebook_size=4096,
+        hop_length=320,
+        codebook_id="00112233aabbccdd",
+    )
+    header = TokenHeader.for_model(model, 640)
+    _, back = tokenfile.loads(tokenfile.dumps(np.arange(2), header))
+    assert back.codebook_id == "00112233aabbccdd"
+    assert back.mismatch(model, 2) is None
+    other = SimpleNamespace(**{**vars(model), "codebook_id": "ffffffffffffffff"})
+    assert "codebook 00112233aabbccdd" in back.mismatch(other, 2)
+    assert back.model_copy(update={"codebook_id": None}).mismatch(other, 2) is None
+    assert "no frames" in back.mismatch(model, 0)
+    assert "inconsistent" in back.mismatch(model, 5)

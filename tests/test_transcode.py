@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 from conftest import ROOT, speechlike
 
-from codec import cli, tokenfile
+from codec import Codec, cli, tokenfile
 from codec.audio import load_mono
 from codec.precision import decode_dtype
 from codec.transcode_core import Item, Journal, read_jsonl
@@ -266,6 +266,22 @@ def test_decode_restores_sample_counts(reference, tiny_model_dir, tiny_causal, t
         audio, _ = sf.read(str(tmp_path / Path(name).with_suffix(".wav")), dtype="float32")
         alone, _ = tiny_causal.decode(torch.from_numpy(ids)[None])
         assert np.allclose(audio, alone[0, 0, : header.num_samples].clamp(-1, 1).numpy(), atol=2e-4)
+
+
+def test_decode_refuses_tokens_of_another_codebook(reference, tiny_causal, tmp_path):
+    """A retrained model of the same name: every file is a permanent error, none is decoded."""
+    retrained = Codec.from_config(tiny_causal.config)
+    retrained.load_state_dict(tiny_causal.state_dict())
+    with torch.no_grad():
+        retrained.quantizer.vq._codebook.embed += 0.01
+    retrained.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    assert transcode("decode", reference, out, "--model", tmp_path / "model", "--quiet") == 0
+    assert not tree(out, ".wav")
+    errors = read_jsonl(out / STATE / "errors.jsonl")
+    assert set(errors) == {Path(n).with_suffix(".wtok").as_posix() for n in GOOD}
+    for rec in errors.values():
+        assert "decode with the model that encoded it" in rec["error"] and rec["permanent"]
 
 
 def test_roundtrip_keeps_sample_counts(corpus, tiny_model_dir, tmp_path):
