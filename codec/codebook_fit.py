@@ -72,12 +72,18 @@ def search_vectors(codec: Codec, wav: torch.Tensor) -> torch.Tensor:
 
 
 def with_f0_codes(
-    source: Codec, f0_scale: float, segments: Iterable[torch.Tensor], iters: int = 15
+    source: Codec,
+    f0_scale: float,
+    segments: Iterable[torch.Tensor],
+    iters: int = 15,
+    code_f0: str = "smoothed",
 ) -> Codec:
     """A copy of `source` (a harmonic model with a decoder lookahead) whose codes carry F0 at
-    `f0_scale`, its codebook fitted to `segments` ((T,) samples of speech at its rate)."""
+    `f0_scale`, played by the `decoder.code_f0` rule `code_f0`, its codebook fitted to
+    `segments` ((T,) samples of speech at its rate)."""
     data = source.config.model_dump()
     data["quantizer"]["f0_scale"] = f0_scale
+    data["decoder"]["code_f0"] = code_f0
     codec = Codec.from_config(type(source.config).model_validate(data)).to(source.device)
     weights = {k: v for k, v in source.state_dict().items() if "_codebook." not in k}
     codec.load_state_dict(weights, strict=False)

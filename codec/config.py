@@ -114,6 +114,13 @@ class DecoderConfig(_Strict):
     # pseudo-random phases, normalised in power (see ISTFTHead.stream): removes the frame-rate
     # buzz of the noise band. None: every phase predicted. Causal models only.
     noise_above_hz: float | None = Field(None, ge=0)
+    # With codes that carry F0 (quantizer.f0_scale): what frame f plays. "next_token": token
+    # f+1's F0 and voicing. "smoothed": the mean log F0 of tokens f..f+2 (see
+    # F0Channel.frame_hz), voiced where the decoder's own voicing prediction says so, with its
+    # own F0 where the codes call the frame unvoiced; needs lookahead >= 2. An autocorrelation
+    # track jitters from frame to frame, and its voicing misses weakly periodic frames: both
+    # cost naturalness (DNSMOS) more than they add precision.
+    code_f0: Literal["next_token", "smoothed"] = "next_token"
 
 
 class CodecConfig(_Strict):
@@ -145,6 +152,13 @@ class CodecConfig(_Strict):
             raise ValueError("decoder.excitation 'harmonic' needs a causal model")
         if self.decoder.noise_above_hz is not None and not self.causal:
             raise ValueError("decoder.noise_above_hz needs a causal model")
+        if self.decoder.code_f0 == "smoothed" and (
+            not self.quantizer.f0_scale or self.decoder.lookahead < 2
+        ):
+            raise ValueError(
+                "decoder.code_f0 'smoothed' needs codes that carry F0 (quantizer.f0_scale) and "
+                "decoder.lookahead >= 2 (frame f reads tokens f..f+2)"
+            )
         if self.quantizer.f0_scale and (
             self.decoder.excitation != "harmonic"
             or self.decoder.lookahead < 1

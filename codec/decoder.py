@@ -28,7 +28,8 @@ class DecoderStreamState:
 
 class Decoder(nn.Module):
     """(B, D, F) quantized latents -> (B, F * hop) samples. With `f0_channel` (codes that carry
-    F0) the latents have one more channel, each code's F0, and frame f plays token f+1's."""
+    F0) the latents have one more channel, each code's F0, and frame f plays token f+1's, or
+    with `code_f0` "smoothed" an average over tokens f..f+2 at the decoder's own voicing."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class Decoder(nn.Module):
     ) -> None:
         super().__init__()
         self.f0_channel = f0_channel
+        self.smoothed_f0 = cfg.code_f0 == "smoothed"
         self.embed = PaddedConv1d(latent_dim, cfg.dim, cfg.kernel_size, causal)
         self.embed_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.lookahead = cfg.lookahead
@@ -95,6 +97,7 @@ class Decoder(nn.Module):
         returns that prediction, (log F0 (B, F), voicing logits (B, F)).
         """
         mask = None if frame_lengths is None else frame_mask(frame_lengths, latents.shape[-1])
+        code_f0 = False
         if self.f0_channel is not None:
             latents, channel = latents[:, :-1], latents[:, -1]
             if f0 is None:
@@ -102,9 +105,9 @@ class Decoder(nn.Module):
                 if mask is not None:
                     channel = channel.masked_fill(mask[:, 0] == 0, unvoiced)
                 # Past the end the future is unvoiced, as `stream_flush` gives it.
-                f0 = self.f0_channel.to_hz(
-                    nn.functional.pad(channel[:, 1:], (0, 1), value=unvoiced)
-                )
+                tokens = nn.functional.pad(channel, (0, 2), value=unvoiced)
+                f0 = self.f0_channel.frame_hz(tokens, channel.shape[-1], self.smoothed_f0)
+                code_f0 = True
         if mask is not None:
             latents = latents * mask
         x = self.embed(latents)
@@ -118,6 +121,8 @@ class Decoder(nn.Module):
         for layer in self.layers:
             x = layer(x, mask)
         x = self._norm(self.final_norm, x)
+        if code_f0 and self.smoothed_f0:
+            f0 = self.head.source.f0_with_codes(x, f0)
         audio = self.head(x, mask, f0)
         if not with_pitch:
             return audio
@@ -141,7 +146,7 @@ class Decoder(nn.Module):
             return latents.new_zeros(latents.shape[0], 0)
         f0 = None
         if self.f0_channel is not None:
-            f0 = self.f0_channel.to_hz(frames[:, -1, 1 : ready + 1])
+            f0 = self.f0_channel.frame_hz(frames[:, -1], ready, self.smoothed_f0)
             frames = frames[:, :-1]
         x = self.embed.stream(frames[..., :ready], state.of("embed"))
         x = x + self.embed_future(frames[..., 1 : ready + self.lookahead])
@@ -166,4 +171,7 @@ class Decoder(nn.Module):
         x = self._norm(self.embed_norm, x)
         for i, layer in enumerate(self.layers):
             x = layer.stream(x, state.of(f"layer{i}"))
-        return self.head.stream(self._norm(self.final_norm, x), state.of("head"), f0)
+        x = self._norm(self.final_norm, x)
+        if f0 is not None and self.smoothed_f0:
+            f0 = self.head.source.f0_with_codes(x, f0)
+        return self.head.stream(x, state.of("head"), f0)

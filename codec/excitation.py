@@ -57,6 +57,13 @@ class HarmonicSource(nn.Module):
         log_f0, voicing = self.predict(x)
         return torch.where(voicing > 0, log_f0.exp(), torch.zeros_like(log_f0))
 
+    def f0_with_codes(self, x: torch.Tensor, code_f0: torch.Tensor) -> torch.Tensor:
+        """(B, C, F) features and (B, F) F0 in Hz from the codes (0: unvoiced) -> (B, F) Hz:
+        voiced where this source predicts so, at the codes' F0, or its own where they have none."""
+        log_f0, voicing = self.predict(x)
+        own = torch.where(code_f0 > 0, code_f0, log_f0.exp())
+        return torch.where(voicing > 0, own, torch.zeros_like(own))
+
     def forward(
         self, x: torch.Tensor, window: torch.Tensor, state: dict, f0: torch.Tensor | None = None
     ) -> torch.Tensor:

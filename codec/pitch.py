@@ -164,6 +164,7 @@ class F0Channel(nn.Module):
     WINDOW = 1024
     REF_HZ = 150.0
     MIN_PERIODICITY, MIN_LEVEL_DB = 0.45, -55.0
+    SMOOTH_MAX_LOG = 0.2  # ~22%: neighbours further off are a tracking error, not intonation
 
     def __init__(self, scale: float, hop: int, sample_rate: int):
         super().__init__()
@@ -197,6 +198,26 @@ class F0Channel(nn.Module):
         if span is None:
             return wav.new_zeros(wav.shape[0], 0)
         return self._channel(span[:, 0].unfold(-1, self.window, self.hop))
+
+    def frame_hz(self, tokens: torch.Tensor, frames: int, smoothed: bool) -> torch.Tensor:
+        """(B, >= frames + 1 (+ 1 when `smoothed`)) channel values of tokens 0, 1, ... -> F0
+        (B, frames) in Hz that frames 0..frames-1 play, 0 where unvoiced.
+
+        Frame f plays token f+1's F0, whose window ends a frame after frame f and so is centred
+        on it. `smoothed`: the mean log F0 of tokens f..f+2, each neighbour counted when voiced
+        and within `SMOOTH_MAX_LOG` of token f+1 (so never across an octave jump); unvoiced
+        where token f+1 is. Centred on the same instant, so it adds no lag.
+        """
+        centre = tokens[:, 1 : frames + 1].float()
+        if smoothed:
+            total, count = centre.clone(), torch.ones_like(centre)
+            for side in (tokens[:, :frames].float(), tokens[:, 2 : frames + 2].float()):
+                near = (side > self.voiced_above) & (
+                    (side - centre).abs() < self.SMOOTH_MAX_LOG * self.scale
+                )
+                total, count = total + torch.where(near, side, 0.0), count + near.float()
+            centre = torch.where(centre > self.voiced_above, total / count, centre)
+        return self.to_hz(centre)
 
     def to_hz(self, channel: torch.Tensor) -> torch.Tensor:
         """(B, F) channel values (a code's, after the nearest-code search) -> F0 (B, F) in Hz,

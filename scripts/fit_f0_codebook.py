@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--f0-scale", type=float, default=130.0, help="lookup units per log Hz")
     parser.add_argument("--name", default=None, help="the new model's name (default: OUT's)")
     parser.add_argument("--iters", type=int, default=15, help="k-means iterations")
+    parser.add_argument(
+        "--code-f0",
+        choices=["smoothed", "next_token"],
+        default="smoothed",
+        help="decoder.code_f0: how frames play the codes' F0 (default: smoothed)",
+    )
     parser.add_argument("--include-music", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -39,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         source = Codec.from_pretrained(args.source)
         paths = speech_segment_paths(manifest, args.include_music)
         segments = (load_mono(path, source.sample_rate)[0] for path in paths)
-        codec = with_f0_codes(source, args.f0_scale, segments, args.iters)
+        codec = with_f0_codes(source, args.f0_scale, segments, args.iters, args.code_f0)
     except (OSError, ValueError, KeyError) as err:
         print(f"fit_f0_codebook: {err}", file=sys.stderr)
         return 1
     codec.config = codec.config.model_copy(update={"name": args.name or Path(args.out).name})
     codec.save_pretrained(args.out)
-    print(f"wrote {args.out}: {len(paths)} segments, f0_scale {args.f0_scale}")
+    print(
+        f"wrote {args.out}: {len(paths)} segments, f0_scale {args.f0_scale}, code_f0 {args.code_f0}"
+    )
     return 0
 
 

@@ -44,6 +44,7 @@ def test_fitted_codes_carry_the_f0_of_the_input(source: Codec):
     segments = [speechlike(24000 * 30, seed=1), _tone(110.0, 15), _tone(240.0, 15)]
     codec = with_f0_codes(source, 100.0, segments, iters=5)
     assert codec.config.quantizer.f0_scale == 100.0
+    assert codec.config.decoder.code_f0 == "smoothed"
     theirs, ours = source.state_dict(), codec.state_dict()
     for name, value in theirs.items():
         if "_codebook." not in name:
@@ -70,10 +71,12 @@ def test_script_writes_a_model_and_rejects_a_bad_manifest(source: Codec, tmp_pat
     script = [sys.executable, str(ROOT / "scripts/fit_f0_codebook.py"), str(source_dir)]
     out = tmp_path / "fitted"
     args = ["--manifest", str(manifest), "--out", str(out), "--f0-scale", "80", "--iters", "2"]
+    args += ["--code-f0", "next_token"]
     done = subprocess.run(script + args, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr  # the music entry (no file) was left out
     fitted = Codec.from_pretrained(out)
     assert fitted.name == "fitted" and fitted.config.quantizer.f0_scale == 80.0
+    assert fitted.config.decoder.code_f0 == "next_token"
     args[1] = str(tmp_path / "missing.jsonl")
     failed = subprocess.run(script + args, cwd=ROOT, capture_output=True, text=True)
     assert failed.returncode == 1 and "missing.jsonl" in failed.stderr

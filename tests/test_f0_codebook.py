@@ -57,9 +57,49 @@ def test_each_frame_plays_the_next_tokens_f0(tiny_causal_f0: Codec):
         )
 
 
+def test_smoothing_averages_the_neighbours_of_token_f_plus_1():
+    channel = F0Channel(scale=100.0, hop=320, sample_rate=24000)
+    log = [0.0, 0.02, 0.04, 0.9, 0.06, None, 0.1, 0.1]  # log(F0 / 150 Hz); None: unvoiced
+    tokens = torch.tensor([[channel.unvoiced if v is None else 100 * v for v in log]])
+    hz = channel.frame_hz(tokens, 6, smoothed=True)[0]
+    expected = [
+        (0.0 + 0.02 + 0.04) / 3,  # frame 0: tokens 0..2
+        (0.02 + 0.04) / 2,  # token 3 is an octave-sized jump: left out
+        0.9,  # token 3 itself has no neighbour within reach
+        0.06,  # token 3 too far off, token 5 unvoiced
+        None,  # token 5 unvoiced
+        0.1,
+    ]
+    for got, want in zip(hz.tolist(), expected, strict=True):
+        if want is None:
+            assert got == 0
+        else:
+            assert got == pytest.approx(150 * math.exp(want), rel=1e-5)
+    plain = channel.frame_hz(tokens, 6, smoothed=False)
+    assert torch.equal(plain, channel.to_hz(tokens[:, 1:7]))
+
+
+def test_smoothed_code_f0_plays_at_the_decoders_own_voicing(tiny_causal_f0_smoothed: Codec):
+    model = tiny_causal_f0_smoothed
+    wav = speechlike(model.hop_length * 20)
+    latents = model.quantizer.decode(model.encode(wav)[0])
+    decoder, channel = model.decoder, latents[:, -1]
+    tokens = torch.nn.functional.pad(channel, (0, 2), value=model.f0_channel.unvoiced)
+    code_hz = model.f0_channel.frame_hz(tokens, channel.shape[-1], smoothed=True)
+    with torch.inference_mode():
+        audio, (log_f0, voicing) = decoder(latents, with_pitch=True)
+        voiced = voicing > 0
+        assert voiced.any() and (~voiced).any() and (code_hz > 0).any()
+        expected = torch.where(voiced, torch.where(code_hz > 0, code_hz, log_f0.exp()), 0.0)
+        assert torch.equal(audio, decoder(latents, f0=expected))
+        assert not torch.equal(audio, decoder(latents, f0=code_hz))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_causal_f0", "tiny_causal_f0_smoothed"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_streamed_decode_equals_offline(tiny_causal_f0: Codec, seed: int):
-    model, hop = tiny_causal_f0, tiny_causal_f0.hop_length
+def test_streamed_decode_equals_offline(request, fixture: str, seed: int):
+    model: Codec = request.getfixturevalue(fixture)
+    hop = model.hop_length
     codes, _ = model.encode(speechlike(hop * 41, seed=seed))
     offline, _ = model.decode(codes)
     dec = model.streaming_decoder()
@@ -86,4 +126,15 @@ def test_f0_codes_need_a_harmonic_decoder_with_lookahead(change: dict):
     for part, values in change.items():
         data[part].update(values)
     with pytest.raises(ValueError, match="f0_scale"):
+        CodecConfig.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    "change", [{"decoder": {"lookahead": 1}}, {"quantizer": {"f0_scale": 0.0}}]
+)
+def test_smoothed_code_f0_needs_f0_codes_and_two_tokens_ahead(change: dict):
+    data = f0_codebook_config(code_f0="smoothed").model_dump()
+    for part, values in change.items():
+        data[part].update(values)
+    with pytest.raises(ValueError, match="code_f0"):
         CodecConfig.model_validate(data)

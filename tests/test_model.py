@@ -84,6 +84,7 @@ def _padded_batch(items: list[torch.Tensor], pad_seed: int = 7) -> torch.Tensor:
         "tiny_causal_pitch",
         "tiny_causal_encoder_lookahead",
         "tiny_causal_f0",
+        "tiny_causal_f0_smoothed",
     ],
 )
 def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str):
@@ -111,6 +112,7 @@ def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str)
         "tiny_causal_harmonic",
         "tiny_causal_lookahead",
         "tiny_causal_f0",
+        "tiny_causal_f0_smoothed",
     ],
 )
 def test_batched_decode_equals_single(request: pytest.FixtureRequest, name: str):

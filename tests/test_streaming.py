@@ -35,7 +35,14 @@ def state_numel(obj) -> int:
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize(
-    "name", ["tiny_causal", "tiny_causal_spectral", "tiny_causal_pitch", "tiny_causal_f0"]
+    "name",
+    [
+        "tiny_causal",
+        "tiny_causal_spectral",
+        "tiny_causal_pitch",
+        "tiny_causal_f0",
+        "tiny_causal_f0_smoothed",
+    ],
 )
 def test_streamed_encode_equals_offline(request: pytest.FixtureRequest, name: str, seed: int):
     model: Codec = request.getfixturevalue(name)
