@@ -97,7 +97,7 @@ class Decoder(nn.Module):
         returns that prediction, (log F0 (B, F), voicing logits (B, F)).
         """
         mask = None if frame_lengths is None else frame_mask(frame_lengths, latents.shape[-1])
-        code_f0 = False
+        from_codes = False
         if self.f0_channel is not None:
             latents, channel = latents[:, :-1], latents[:, -1]
             if f0 is None:
@@ -107,7 +107,7 @@ class Decoder(nn.Module):
                 # Past the end the future is unvoiced, as `stream_flush` gives it.
                 tokens = nn.functional.pad(channel, (0, 2), value=unvoiced)
                 f0 = self.f0_channel.frame_hz(tokens, channel.shape[-1], self.smoothed_f0)
-                code_f0 = True
+                from_codes = True
         if mask is not None:
             latents = latents * mask
         x = self.embed(latents)
@@ -121,7 +121,7 @@ class Decoder(nn.Module):
         for layer in self.layers:
             x = layer(x, mask)
         x = self._norm(self.final_norm, x)
-        if code_f0 and self.smoothed_f0:
+        if from_codes and self.smoothed_f0:
             f0 = self.head.source.f0_with_codes(x, f0)
         audio = self.head(x, mask, f0)
         if not with_pitch:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -34,10 +34,20 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
 
 
+def _read_weights(path: Path, key: str | None = None):
+    """All tensors of a safetensors file, or the one named `key`; ValueError when unreadable."""
+    try:
+        if key is None:
+            return load_file(str(path))
+        with safe_open(str(path), framework="pt") as weights:
+            return weights.get_tensor(key)
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not valid model weights ({e})") from None
+
+
 def codebook_id_of(model_dir: str | Path) -> str:
     """`Codec.codebook_id` of a saved model, read from its weights without building it."""
-    with safe_open(str(Path(model_dir) / WEIGHTS_FILE), framework="pt") as weights:
-        return codebook_fingerprint(weights.get_tensor(CODEBOOK_KEY))
+    return codebook_fingerprint(_read_weights(Path(model_dir) / WEIGHTS_FILE, CODEBOOK_KEY))
 
 
 def resolve_model_dir(name_or_dir: str | Path | None) -> Path:
@@ -101,7 +111,16 @@ class Codec(nn.Module):
         """Load `config.yaml` + `model.safetensors` from a directory or a shipped model name."""
         path = resolve_model_dir(name_or_dir)
         model = cls(CodecConfig.from_yaml(path / CONFIG_FILE))
-        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=True)
+        weights = _read_weights(path / WEIGHTS_FILE)
+        expected = set(model.state_dict())
+        missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        if missing or unexpected:
+            example = (missing or unexpected)[0]
+            raise ValueError(
+                f"{path / WEIGHTS_FILE}: weights do not match {CONFIG_FILE} ({len(missing)} "
+                f"missing, {len(unexpected)} unexpected, e.g. {example!r})"
+            )
+        model.load_state_dict(weights, strict=True)
         return model.to(device).eval()
 
     def save_pretrained(self, directory: str | Path) -> None:

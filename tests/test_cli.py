@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import ROOT
+from safetensors.torch import save_file
 
 from codec import Codec, cli, tokenfile
 from codec.config import CodecConfig
@@ -248,6 +249,22 @@ def test_tokens_of_a_retrained_codebook_are_refused(
     tokenfile.save(legacy, ids, header.model_copy(update={"codebook_id": None}))
     code, _, err = run(capsys, "decode", legacy, tmp_path / "b.wav", "--model", retrained)
     assert code == 0, err
+
+
+def test_corrupt_or_mismatched_weights_give_one_line_errors(capsys, tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_bytes((tiny_model_dir / "config.yaml").read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not safetensors at all")
+    code, _, err = run(capsys, "info", broken)
+    assert_one_line_error(code, err, "not valid model weights")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(2400, "float32"), SR)
+    code, _, err = run(capsys, "encode", wav, tmp_path / "a.wtok", "--model", broken)
+    assert_one_line_error(code, err, "not valid model weights")
+    save_file({"x": torch.zeros(1)}, str(broken / "model.safetensors"))
+    code, _, err = run(capsys, "encode", wav, tmp_path / "a.wtok", "--model", broken)
+    assert_one_line_error(code, err, "weights do not match config.yaml", "1 unexpected")
 
 
 def test_usage(capsys):
