@@ -7,7 +7,7 @@ result is a model directory to evaluate (`wavtok eval --model OUT`) or to fine-t
 (`wavtok train --init-from OUT` with a config naming the same architecture).
 
     python scripts/fit_f0_codebook.py models/wavtok-cpu-75hz-causal \\
-        --manifest data/train-real/manifest.jsonl --f0-scale 130 --out /tmp/wavtok-f0
+        --manifest data/train-real/manifest.jsonl --f0-scale 65 --out /tmp/wavtok-f0
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="a harmonic model with a decoder lookahead (dir or name)")
     parser.add_argument("--manifest", required=True, help="manifest.jsonl of wavtok data prepare")
     parser.add_argument("--out", required=True, help="model directory to write")
-    parser.add_argument("--f0-scale", type=float, default=130.0, help="lookup units per log Hz")
+    parser.add_argument("--f0-scale", type=float, default=65.0, help="lookup units per log Hz")
     parser.add_argument("--name", default=None, help="the new model's name (default: OUT's)")
     parser.add_argument("--iters", type=int, default=15, help="k-means iterations")
     parser.add_argument(
