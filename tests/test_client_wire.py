@@ -8,6 +8,7 @@ from codec.client_wire import (
     audio_payload,
     code_chunk,
     decode_payload,
+    encode_result,
     pcm_chunk,
     raise_for_error,
     sniff_audio_type,
@@ -47,6 +48,24 @@ def test_decode_payload_from_a_result_keeps_length_and_model():
     assert raw["headers"]["content-type"] == "application/octet-stream"
     codes, header = loads(raw["content"])
     assert codes.reshape(-1).tolist() == [1, 2, 4095] and header.num_samples == 960
+
+
+def test_a_results_codebook_id_travels_with_its_codes():
+    result = encode_result(
+        {
+            "codes": [1, 2],
+            "model": "m",
+            "sample_rate": 24000,
+            "frame_rate": 75.0,
+            "codebook_size": 4096,
+            "num_samples": 640,
+            "codebook_id": "00112233aabbccdd",
+        }
+    )
+    assert decode_payload(result, None, None)["json"]["codebook_id"] == "00112233aabbccdd"
+    assert loads(result.to_tokenfile())[1].codebook_id == "00112233aabbccdd"
+    # A server that predates codebook_id: none is sent, and decoding goes unchecked as before.
+    assert "codebook_id" not in decode_payload(_result(), None, None)["json"]
 
 
 def test_pcm_chunk_float_round_trips_through_the_server_scaling():

@@ -110,6 +110,7 @@ def test_encode_matches_library(client, server, codec):
     data = audio_file(pcm(0.7))
     result = client.encode(data)
     assert np.array_equal(result.codes, library_codes(codec, data))
+    assert result.codebook_id == codec.codebook_id
     assert result.num_samples == int(0.7 * SR) and result.model == codec.name
     # The same bytes as a multipart upload.
     r = httpx.post(f"{server[0]}/v1/encode", files={"file": ("a.wav", data, "audio/wav")})
@@ -309,6 +310,7 @@ def test_decoder_lookahead_model_streams_everything(tmp_path):
             ws.send('{"type": "start", "format": "f32"}')
             ready = json.loads(ws.recv())
         assert ready["latency_ms"] == pytest.approx(2 * 1000 * 320 / SR)
+        assert ready["codebook_id"] == model.codebook_id
         chunks = [codes[i : i + 3] for i in range(0, len(codes), 3)]
         streamed = client.stream_decode(chunks, format="f32")
         assert streamed.shape == ref.shape and np.abs(streamed - ref).max() < 1e-5
