@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
             "sample_rate": codec.sample_rate,
             "frame_rate": codec.frame_rate,
             "codebook_size": codec.codebook_size,
+            "codebook_id": codec.codebook_id,
             "bitrate_bps": codec.bitrate,
         },
         data_dir=str(data_dir),

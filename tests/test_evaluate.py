@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from codec import evaluate
+from codec import Codec, evaluate
 
 TEST_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/test/libritts_test_clean"
 
@@ -67,6 +67,7 @@ def test_eval_end_to_end(tiny_model, data_dir, tmp_path, capsys):
 
     results = json.loads((out / "results.json").read_text())
     assert results["clips"] == 2 and results["skipped"] == 2
+    assert results["model"]["codebook_id"] == Codec.from_pretrained(tiny_model).codebook_id
     assert list(results["systems"]) == ["model", "codec2_3200", "ground_truth"]
     for key, row in results["systems"].items():
         for metric in ("pesq_wb", "stoi", "mel_l1", "si_sdr"):
