@@ -4,14 +4,16 @@ Inference only, no training. For each `--f0-scales` value, `codec.codebook_fit.w
 re-fits the model's 4,096 codes by k-means to its lookup vectors plus the causal F0 channel
 (`pitch.F0Channel`: log F0 over the 1,024 samples ending at each frame's end, `scale` lookup
 units per natural-log unit) on the speech segments of the training manifest (never the test
-set); the decoder, unchanged, then plays the F0 of token f+1 for frame f (its lookahead waits
-for that token anyway). The bitrate is unchanged: one 12-bit token a frame. For every
+set); the decoder, unchanged, then plays the codes' F0 by the `--code-f0` rule (`smoothed`:
+the mean log F0 of tokens f..f+2 at the decoder's own voicing; `next_token`: token f+1's; its
+lookahead waits for those tokens anyway). The bitrate is unchanged: one 12-bit token a frame. For every
 `--every`-th test clip prints PESQ-wb / STOI of the model as shipped, with the input's F0
 (`estimate_f0`, an upper bound for any F0 path), of each re-fitted model, and of its codes
-played with the decoder's own F0 instead; and the played F0's |log F0 error| against the
-input's F0 channel.
+played with the decoder's own F0 instead; and the codes' |log F0 error| against the input's F0
+channel (what quantisation costs, before smoothing).
 Usage:
-    python benchmarks/f0_codebook.py [--model DIR] [--f0-scales 0 65 130] [--clips 9]
+    python benchmarks/f0_codebook.py [--model DIR] [--f0-scales 65 130] [--clips 9]
+        [--code-f0 smoothed|next_token]
         [--every 12] [--manifest data/train-real/manifest.jsonl]
         [--data ../shared/data/test/libritts_test_clean]
 """
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--manifest", default=str(REPO / "data/train-real/manifest.jsonl"))
     parser.add_argument("--f0-scales", type=float, nargs="+", default=[65.0, 130.0])
     parser.add_argument("--iters", type=int, default=15)
+    parser.add_argument("--code-f0", choices=["smoothed", "next_token"], default="smoothed")
     args = parser.parse_args()
     source, clips = harmonic_model_and_clips(args)
     try:
@@ -66,7 +69,7 @@ def main() -> None:
         report("with the input's F0", oracle)
         for scale in args.f0_scales:
             segments = (load_mono(path, rate)[0] for path in speech)
-            fitted = with_f0_codes(source, scale, segments, args.iters)
+            fitted = with_f0_codes(source, scale, segments, args.iters, args.code_f0)
             played, own, errors = [], [], []
             for wav, ref in zip(tests, refs, strict=True):
                 codes, _ = fitted.encode(wav)
