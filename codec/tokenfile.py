@@ -76,7 +76,10 @@ class TokenHeader(BaseModel):
                 f"but model {name} has {model.codebook_size}"
             )
         if self.sample_rate != model.sample_rate:
-            return f"token file is at {self.sample_rate} Hz but model {name} runs at {model.sample_rate} Hz"
+            return (
+                f"token file is at {self.sample_rate} Hz but model {name} "
+                f"runs at {model.sample_rate} Hz"
+            )
         if abs(self.frame_rate - model.frame_rate) > 1e-6:
             return (
                 f"token file has {self.frame_rate:g} frames/s but model {name} "

@@ -186,6 +186,11 @@ def test_codes_of_another_codebook_are_refused(http):
     r = http.post("/v1/decode", content=blob, headers=headers)
     check_error(r, 422, "invalid_codes")
     assert "decode with the model that encoded it" in r.json()["error"]["message"]
+    # Same codebook size, other frame rate: the server checks the whole header, not just size.
+    at_40hz = header.model_copy(update={"frame_rate": 40.0, "codebook_id": None})
+    r = http.post("/v1/decode", content=tokenfile.dumps(np.arange(2), at_40hz), headers=headers)
+    check_error(r, 422, "invalid_codes")
+    assert "40 frames/s" in r.json()["error"]["message"]
     # The model's own codebook_id, from /v1/models, is accepted.
     own = http.get("/v1/models").json()["models"][0]["codebook_id"]
     assert http.post("/v1/decode", json={"codes": [1, 2], "codebook_id": own}).status_code == 200
