@@ -201,6 +201,8 @@ def _info_tokens(path: Path) -> None:
     usage = codebook_usage(torch.from_numpy(ids), header.codebook_size)
     fields: dict[str, object] = {"file": path, "kind": "token file"}
     fields.update(header.model_dump())
+    if header.codebook_id is None:
+        fields["codebook_id"] = "none (written before token files recorded it: not checked)"
     fields["duration_s"] = f"{duration:.3f}"
     fields["size_bytes"] = size
     fields["bitrate_bps"] = f"{8 * size / duration:.1f}" if duration > 0 else "n/a"

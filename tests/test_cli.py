@@ -249,6 +249,8 @@ def test_tokens_of_a_retrained_codebook_are_refused(
     tokenfile.save(legacy, ids, header.model_copy(update={"codebook_id": None}))
     code, _, err = run(capsys, "decode", legacy, tmp_path / "b.wav", "--model", retrained)
     assert code == 0, err
+    code, out, _ = run(capsys, "info", legacy)
+    assert code == 0 and "codebook_id:" in out and "not checked" in out
 
 
 def test_corrupt_or_mismatched_weights_give_one_line_errors(capsys, tmp_path, tiny_model_dir):
