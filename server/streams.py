@@ -204,6 +204,13 @@ def _parse_start(text: str | None, registry: ModelRegistry) -> tuple[ModelRunner
             f"sample_rate must be {codec.sample_rate} (the model's rate); got {rate!r}. "
             "Resample on the client.",
         )
+    expected = msg.get("codebook_id")
+    if expected is not None and expected != codec.codebook_id:
+        raise StreamError(
+            CLOSE_POLICY,
+            f"codebook_id {expected!r} is not model {codec.name!r}'s ({codec.codebook_id}): "
+            "its codes would mean other sounds",
+        )
     fmt = msg.get("format", "pcm16")
     if fmt not in ("pcm16", "f32"):
         raise StreamError(CLOSE_POLICY, f'format must be "pcm16" or "f32", got {fmt!r}')

@@ -311,6 +311,9 @@ def test_decoder_lookahead_model_streams_everything(tmp_path):
             ready = json.loads(ws.recv())
         assert ready["latency_ms"] == pytest.approx(2 * 1000 * 320 / SR)
         assert ready["codebook_id"] == model.codebook_id
+        with connect(base.replace("http", "ws") + "/v1/stream/decode") as ws:
+            ws.send(json.dumps({"type": "start", "codebook_id": model.codebook_id}))
+            assert json.loads(ws.recv())["type"] == "ready"  # its own codebook is accepted
         chunks = [codes[i : i + 3] for i in range(0, len(codes), 3)]
         streamed = client.stream_decode(chunks, format="f32")
         assert streamed.shape == ref.shape and np.abs(streamed - ref).max() < 1e-5

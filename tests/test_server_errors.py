@@ -232,6 +232,7 @@ def test_ws_protocol_errors(server):
         ("decode", ['{"type": "start"}', struct.pack("<H", 5000)], 1007),
         ("encode", ['{"type": "start", "format": "f32"}', struct.pack("<f", float("nan"))], 1007),
         ("encode", ['{"type": "start"}', '{"type": "pause"}'], 1008),
+        ("decode", ['{"type": "start", "codebook_id": "0123456789abcdef"}'], 1008),
     ]
     for op, messages, code in cases:
         with connect(url.format(op), proxy=None) as ws:
