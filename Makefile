@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSTEM_TOOLS := opusenc opusdec c2enc c2dec ffmpeg sox espeak-ng festival docker-compose
 DATA_TEST := ../shared/data/test/libritts_test_clean
 
-.PHONY: setup system-deps test lint serve eval bench bench-server device-bundle clean
+.PHONY: setup system-deps test lint serve eval bench bench-server device-bundle model-f0 clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-server: setup
 # Wheels and data for a training run on a lent GPU (docs/training.md); needs data/train-real.
 device-bundle: setup system-deps
 	bash scripts/device_bundle.sh
+
+# The opt-in model's weights, kept out of the working tree (scripts/restore_f0_model.sh).
+model-f0: setup
+	bash scripts/restore_f0_model.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

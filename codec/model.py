@@ -56,6 +56,10 @@ def resolve_model_dir(name_or_dir: str | Path | None) -> Path:
     path = Path(target)
     if not path.is_dir():
         path = models_dir() / target
+    if (path / CONFIG_FILE).is_file() and not (path / WEIGHTS_FILE).is_file():
+        card = path / "MODEL_CARD.md"
+        hint = f"; {card} says how to get them" if card.is_file() else ""
+        raise FileNotFoundError(f"model {target!r} has no {WEIGHTS_FILE} in {path}{hint}")
     if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         shipped = sorted(p.parent.name for p in models_dir().glob(f"*/{WEIGHTS_FILE}"))
         hint = f"shipped models: {', '.join(shipped)}" if shipped else "no model is shipped yet"

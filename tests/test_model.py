@@ -176,3 +176,6 @@ def test_missing_model_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "half" / "config.yaml").write_text("name: half\n")
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         Codec.from_pretrained(tmp_path / "half")
+    (tmp_path / "half" / "MODEL_CARD.md").write_text("# half\nRun `make model-half`.\n")
+    with pytest.raises(FileNotFoundError, match="no model.safetensors.*MODEL_CARD.md says how"):
+        Codec.from_pretrained("half")
