@@ -28,6 +28,7 @@ from harmonic_common import REPO, harmonic_model_and_clips, parser_for
 
 from codec.audio import load_mono
 from codec.codebook_fit import speech_segment_paths, with_f0_codes
+from codec.config import CODE_F0_RULES
 from codec.metrics import METRIC_RATE, match_length, pesq_wb, resample, stoi_score
 from codec.pitch import estimate_f0
 
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--manifest", default=str(REPO / "data/train-real/manifest.jsonl"))
     parser.add_argument("--f0-scales", type=float, nargs="+", default=[65.0, 130.0])
     parser.add_argument("--iters", type=int, default=15)
-    parser.add_argument("--code-f0", choices=["smoothed", "next_token"], default="smoothed")
+    parser.add_argument("--code-f0", choices=CODE_F0_RULES, default="smoothed")
     args = parser.parse_args()
     source, clips = harmonic_model_and_clips(args)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from codec.config import CodeF0
 from codec.data import manifest_rows
 from codec.model import Codec
 
@@ -76,7 +77,7 @@ def with_f0_codes(
     f0_scale: float,
     segments: Iterable[torch.Tensor],
     iters: int = 15,
-    code_f0: str = "smoothed",
+    code_f0: CodeF0 = "smoothed",
 ) -> Codec:
     """A copy of `source` (a harmonic model with a decoder lookahead) whose codes carry F0 at
     `f0_scale`, played by the `decoder.code_f0` rule `code_f0`, its codebook fitted to

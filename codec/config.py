@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -86,6 +86,11 @@ class QuantizerConfig(_Strict):
     f0_scale: float = Field(0.0, ge=0.0)
 
 
+# How frames play the F0 of codes that carry it (DecoderConfig.code_f0).
+CodeF0 = Literal["next_token", "smoothed"]
+CODE_F0_RULES: tuple[str, ...] = get_args(CodeF0)
+
+
 class DecoderConfig(_Strict):
     """Vocos backbone (ConvNeXt blocks plus local self-attention) and an inverse-STFT head."""
 
@@ -120,7 +125,7 @@ class DecoderConfig(_Strict):
     # own F0 where the codes call the frame unvoiced; needs lookahead >= 2. An autocorrelation
     # track jitters from frame to frame, and its voicing misses weakly periodic frames: both
     # cost naturalness (DNSMOS) more than they add precision.
-    code_f0: Literal["next_token", "smoothed"] = "next_token"
+    code_f0: CodeF0 = "next_token"
 
 
 class CodecConfig(_Strict):

@@ -79,13 +79,19 @@ class _EMACodebook(EuclideanCodebook):
     size, and a restart replaced only `embed`, so the same step undid it.
     """
 
+    # encodec writes `embed` through `.data`, which torch's version counter does not see; these
+    # writes outside the EMA step (which runs only in training) are counted here instead.
+    rewrites = 0
+
     def init_embed_(self, data: torch.Tensor) -> None:
         if self.inited:
             return
         super().init_embed_(data)
         self.embed_avg.data.copy_(self.embed * self.cluster_size[:, None])
+        self.rewrites += 1
 
     def replace_(self, samples: torch.Tensor, mask: torch.Tensor) -> None:
+        self.rewrites += 1
         super().replace_(samples, mask)
         size = torch.full_like(self.cluster_size, float(self.threshold_ema_dead_code))
         self.cluster_size.data.copy_(torch.where(mask, size, self.cluster_size))
@@ -111,6 +117,7 @@ class Quantizer(nn.Module):
             threshold_ema_dead_code=cfg.dead_code_threshold,
             commitment_weight=cfg.commitment_weight,
         )
+        self._codebook_id, self._codebook_id_key = "", None
         # With an F0 channel the codes live in the lookup space plus one F0 dimension.
         self.f0_scale = cfg.f0_scale
         old = self.vq._codebook
@@ -130,8 +137,18 @@ class Quantizer(nn.Module):
 
     @property
     def codebook_id(self) -> str:
-        """`codebook_fingerprint` of the code vectors (lookup space, plus F0 if carried)."""
-        return codebook_fingerprint(self.vq._codebook.embed)
+        """`codebook_fingerprint` of the code vectors (lookup space, plus F0 if carried).
+
+        Kept until the codebook changes, since the service puts it in every answer: hashing
+        (and on a GPU, copying) 4,096 codes per request would be wasted work. Recomputed in
+        training mode, where the EMA step rewrites the codes unseen.
+        """
+        book = self.vq._codebook
+        key = (book.embed.data_ptr(), book.embed._version, book.rewrites)
+        if self.training or key != self._codebook_id_key:
+            self._codebook_id = codebook_fingerprint(book.embed)
+            self._codebook_id_key = key
+        return self._codebook_id
 
     def search_space(self, latents: torch.Tensor, f0_channel: torch.Tensor | None):
         """(B, D, F) latents (+ (B, F) F0 channel) -> (lookup (B, F, codebook_dim), the vectors

@@ -20,6 +20,7 @@ import torch
 
 from codec.audio import load_mono
 from codec.codebook_fit import speech_segment_paths, with_f0_codes
+from codec.config import CODE_F0_RULES
 from codec.model import Codec
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=15, help="k-means iterations")
     parser.add_argument(
         "--code-f0",
-        choices=["smoothed", "next_token"],
+        choices=CODE_F0_RULES,
         default="smoothed",
         help="decoder.code_f0: how frames play the codes' F0 (default: smoothed)",
     )

@@ -181,3 +181,22 @@ def test_code_search_is_float32_under_bf16_autocast():
         codes = q.encode(x)
     assert torch.equal(out.codes, expected) and torch.equal(codes, expected)
     assert out.quantized.dtype == torch.float32
+
+
+def test_codebook_id_follows_every_change_of_the_codes():
+    q = make_quantizer()
+    centres = torch.tensor([[3.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 3.0]])
+    q.eval()
+    untrained = q.codebook_id
+    book(q).init_embed_(clusters(centres)[1])  # writes via .data
+    fitted = q.codebook_id
+    assert fitted != untrained and q.codebook_id == fitted
+    codes = book(q).embed.clone()
+    with torch.no_grad():
+        book(q).embed += 0.5
+    assert q.codebook_id not in (untrained, fitted)
+    q.load_state_dict({**q.state_dict(), "vq._codebook.embed": codes})
+    assert q.codebook_id == fitted
+    q.train()
+    q(clusters(centres, seed=1)[0])  # the EMA step, also through .data
+    assert q.codebook_id != fitted
