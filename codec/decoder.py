@@ -26,6 +26,21 @@ class DecoderStreamState:
     def of(self, name: str) -> dict:
         return self.blocks.setdefault(name, {})
 
+    def repeat_items(self, k: int) -> DecoderStreamState:
+        """A copy with each of the B items' state repeated k times (item-major, B * k items):
+        k continuations of one stream to try side by side. Every tensor is (B, ...) but the
+        head's window envelope "env", which all items share."""
+
+        def copy(key: str, value):
+            if isinstance(value, dict):
+                return {name: copy(name, item) for name, item in value.items()}
+            if torch.is_tensor(value) and key != "env":
+                return value.repeat_interleave(k, dim=0)
+            return value.clone() if torch.is_tensor(value) else value
+
+        held = None if self.held is None else self.held.repeat_interleave(k, dim=0)
+        return DecoderStreamState(copy("", self.blocks), held)
+
 
 class Decoder(nn.Module):
     """(B, D, F) quantized latents -> (B, F * hop) samples. With `f0_channel` (codes that carry
@@ -167,16 +182,21 @@ class Decoder(nn.Module):
         x = x + self.embed_future(frames[..., 1 : ready + self.lookahead])
         return self._stream_embedded(self._with_f0_input(x, f0), state, f0)
 
+    def end_latents(self, like: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, D, frames) latents for frames past the end, as offline decoding sees them: zero,
+        and unvoiced in the F0 channel of codes that carry F0. `like`: (B, D, ...) latents."""
+        future = like.new_zeros(*like.shape[:2], frames)
+        if self.f0_channel is not None:
+            future[:, -1] = self.f0_channel.unvoiced
+        return future
+
     def stream_flush(self, state: DecoderStreamState) -> torch.Tensor | None:
         """(B, held * hop) samples of the frames still waiting for their lookahead, decoded
         with a zero future as offline decoding does; None when nothing waits."""
         held = state.held
         if held is None:
             return None
-        future = held.new_zeros(*held.shape[:2], self.lookahead)
-        if self.f0_channel is not None:
-            future[:, -1] = self.f0_channel.unvoiced
-        audio = self.stream(future, state)
+        audio = self.stream(self.end_latents(held, self.lookahead), state)
         state.held = None
         return audio
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from codec.baselines import BaselineSpec
     from codec.model import Codec
     from codec.report import SystemResult
+    from codec.search import SearchSettings
 
 REF_RATE = 24000
 MIN_DURATION_S = 0.5
@@ -93,22 +94,29 @@ def _examples(clips: list[Clip]) -> set[str]:
 
 
 def evaluate_model(
-    codec: Codec, clips: list[Clip], batch_size: int, with_dnsmos: bool
+    codec: Codec,
+    clips: list[Clip],
+    batch_size: int,
+    with_dnsmos: bool,
+    search: SearchSettings | None = None,
 ) -> SystemResult:
     """Round-trip every clip through `codec` in padded batches and score it.
 
     Clips are batched by length to waste little compute on padding; `lengths` keeps each
     item's codes identical to encoding it alone, and `num_samples` trims the decoded audio.
+    With `search`, tokens are chosen by `codec.search.search_encode` instead of `encode`.
     """
     import torch
 
     from codec.metrics import match_length, resample, score_clip
     from codec.quantizer import codebook_usage
     from codec.report import SystemResult
+    from codec.search import search_encode
     from codec.tokenfile import TokenHeader, dumps
 
+    label = codec.name if search is None else f"{codec.name} (search {search.candidates})"
     result = SystemResult(
-        key="model", label=codec.name, kind="model", nominal_kbps=codec.bitrate / 1000.0
+        key="model", label=label, kind="model", nominal_kbps=codec.bitrate / 1000.0
     )
     examples = _examples(clips)
     order = sorted(range(len(clips)), key=lambda i: clips[i].wav.shape[-1])
@@ -120,7 +128,10 @@ def evaluate_model(
             wavs = [resample(clips[i].wav, REF_RATE, codec.sample_rate) for i in batch]
             lengths = torch.tensor([w.shape[-1] for w in wavs])
             padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)[:, None]
-            codes, code_lengths = codec.encode(padded, lengths)
+            if search is None:
+                codes, code_lengths = codec.encode(padded, lengths)
+            else:
+                codes, code_lengths = search_encode(codec, padded, lengths, search)
             audio, sample_lengths = codec.decode(codes, code_lengths, num_samples=lengths)
             for j, i in enumerate(batch):
                 ids = codes[j, : int(code_lengths[j])].cpu()
@@ -206,14 +217,20 @@ def run(args: argparse.Namespace) -> int:
 
     from codec.model import Codec, resolve_model_dir
     from codec.report import EvalRun, write_report
+    from codec.search import SearchSettings
 
     codec = Codec.from_pretrained(args.model, device=args.device)
     clips, skipped = load_clips(paths, data_dir)
     if not clips:
         raise ValueError(f"no usable clips under {data_dir} ({len(skipped)} skipped)")
     with_dnsmos = not args.no_dnsmos
+    search = SearchSettings(args.search) if args.search else None
+    if search is not None:
+        search.check(codec.decoder.lookahead)
+        if not codec.causal:
+            raise ValueError(f"--search needs a causal model; {codec.name!r} is not")
     with torch.inference_mode():
-        systems = [evaluate_model(codec, clips, args.batch_size, with_dnsmos)]
+        systems = [evaluate_model(codec, clips, args.batch_size, with_dnsmos, search)]
         systems += [evaluate_baseline(spec, clips, with_dnsmos) for spec in specs]
         systems.append(evaluate_reference(clips, with_dnsmos))
     run_result = EvalRun(
@@ -225,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
             "codebook_size": codec.codebook_size,
             "codebook_id": codec.codebook_id,
             "bitrate_bps": codec.bitrate,
+            "search_candidates": search.candidates if search else None,
         },
         data_dir=str(data_dir),
         systems=systems,
@@ -261,6 +279,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="score only the first N clips")
     p.add_argument("--batch-size", type=int, default=4, help="model batch size (default: 4)")
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (saves ~2 s per clip)")
+    p.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="choose each token among its N nearest codes by the decoded audio "
+        "(analysis-by-synthesis, slower; causal models; default: 0, nearest code)",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     p.add_argument("--out", required=True, help="report directory (created if needed)")
     p.set_defaults(func=run)

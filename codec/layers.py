@@ -338,12 +338,16 @@ class ISTFTHead(nn.Module):
             # One overlap-add for both: the noise rides as extra batch rows, sharing the envelope.
             spectra = torch.cat([spectra, noise])
         audio, env = self._overlap_add(self._to_frames(spectra))
+        batch = x.shape[0]
         if "audio" in state:
-            audio[:, :tail] += state["audio"]
+            audio[:batch, :tail] += state["audio"]
+            if noise is not None:
+                audio[batch:, :tail] += state["noise"]
+            # The window envelope is the same for every item: (1, tail), never repeated.
             env[:, :tail] += state["env"]
-        state["audio"], state["env"] = audio[:, done:], env[:, done:]
+        state["audio"], state["env"] = audio[:batch, done:], env[:, done:]
         norm = env[:, :done].clamp(min=self.env_floor)
         if noise is None:
             return audio[:, :done] / norm
-        batch = x.shape[0]
+        state["noise"] = audio[batch:, done:]
         return audio[:batch, :done] / norm + audio[batch:, :done] / norm.sqrt()

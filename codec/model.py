@@ -79,6 +79,16 @@ class CodecOutput:
     pitch: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
+@dataclass
+class QuantizerInputs:
+    """What `Codec.encode` quantizes, for searches that pick codes another way."""
+
+    latents: torch.Tensor  # (B, D, F) encoder output
+    f0_channel: torch.Tensor | None  # (B, F) the F0 channel, for codes that carry F0
+    code_lengths: torch.Tensor  # (B,) valid frames per item
+    wav: torch.Tensor  # (B, F * hop) the input, zero past each item's length
+
+
 class Codec(nn.Module):
     """WavTokenizer-style single-codebook codec (SEANet encoder, EMA VQ, Vocos decoder)."""
 
@@ -228,6 +238,17 @@ class Codec(nn.Module):
         `lengths` (B,) gives each item's valid samples in a padded batch; frames past an item's
         `ceil(length / hop)` are padding. Each item's codes equal those of encoding it alone.
         """
+        inputs = self.quantizer_inputs(wav, lengths)
+        codes = self.quantizer.encode(inputs.latents, inputs.f0_channel)
+        return codes, inputs.code_lengths
+
+    @torch.inference_mode()
+    def quantizer_inputs(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> QuantizerInputs:
+        """(B, 1, T) samples at `sample_rate` -> what `encode` quantizes: the encoder's
+        latents, the F0 channel (codes that carry F0) and the padded input (see
+        `QuantizerInputs`). `lengths` as in `encode`."""
         wav, lengths = self._batch_wav(wav, lengths)
         hop = self.hop_length
         code_lengths = torch.div(lengths + hop - 1, hop, rounding_mode="floor")
@@ -239,8 +260,7 @@ class Codec(nn.Module):
         # Masking is needed only when items of different lengths share a batch.
         uneven = bool((code_lengths != n_frames).any())
         latents = self.encoder(wav, code_lengths * hop if uneven else None)
-        codes = self.quantizer.encode(latents, self.f0_channel_of(wav))
-        return codes, code_lengths
+        return QuantizerInputs(latents, self.f0_channel_of(wav), code_lengths, wav[:, 0])
 
     def check_codes(self, codes: torch.Tensor) -> None:
         """Raise ValueError unless `codes` are integer ids in [0, codebook_size)."""

@@ -201,6 +201,18 @@ class Quantizer(nn.Module):
         with torch.autocast(latents.device.type, enabled=False):
             return self.vq._codebook.encode(self.search_space(latents, f0_channel)[1])
 
+    def nearest(
+        self, latents: torch.Tensor, f0_channel: torch.Tensor | None, k: int
+    ) -> torch.Tensor:
+        """(B, D, F) latents (+ (B, F) F0 channel) -> (B, F, k) ids of each frame's k nearest
+        codes, nearest first (the first is `encode`'s choice but for exact ties)."""
+        with torch.autocast(latents.device.type, enabled=False):
+            vectors = self.search_space(latents, f0_channel)[1]
+            book = self.vq._codebook.embed
+            # encodec's distance (up to the frame's own norm, the same for every code).
+            score = 2 * vectors @ book.t() - book.pow(2).sum(-1)
+            return score.topk(min(k, book.shape[0]), dim=-1).indices
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, F) token ids -> (B, D', F) quantized latents fed to the decoder; when the codes
         carry F0, D' = D + 1 and the last channel is each code's F0 channel."""

@@ -1,0 +1,117 @@
+"""Analysis-by-synthesis encoding: each frame's token chosen by what the decoder makes of it.
+
+`Codec.encode` picks the code nearest to the encoder's output in the lookup space, which the
+decoder never hears. Here each frame tries its `candidates` nearest codes instead: every trial
+continues the decoder's own streaming state (so it hears exactly what an offline decode of
+those tokens gives), decodes the trial token plus `ahead` nearest-code tokens after it, and the
+frame keeps the token whose decoded frames around it are closest to the input in log-mel.
+Frames are chosen in order, each against the tokens already chosen before it.
+
+The bitstream and the decoder are unchanged: search-encoded tokens decode with the same model
+and token files as any others. The search costs about `candidates * (ahead + 1)` decoder frames
+per frame, and each choice looks `ahead` frames into the input, so it is for offline encoding
+(files, batch transcoding, the HTTP API), not for the streaming encoder. Causal models only:
+the trials continue a streaming decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchaudio
+
+from codec.decoder import DecoderStreamState
+
+MEL_BANDS = 80
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How widely and how far each frame's choice looks."""
+
+    candidates: int = 8  # nearest codes tried per frame; 1 gives `Codec.encode`'s tokens
+    ahead: int = 4  # tokens after the tried one decoded with it (their nearest codes)
+    span: int = 3  # output frames up to f + span - 1 are scored, from f - decoder lookahead
+
+    def check(self, decoder_lookahead: int) -> None:
+        if self.candidates < 1:
+            raise ValueError(f"search candidates must be >= 1, got {self.candidates}")
+        if self.span < 1:
+            raise ValueError(f"search span must be >= 1, got {self.span}")
+        # Scored frames must be final once the trial has pushed its `ahead` tokens.
+        if self.ahead < self.span - 1 + decoder_lookahead:
+            raise ValueError(
+                f"search ahead must be >= span - 1 + the decoder's lookahead "
+                f"({self.span - 1 + decoder_lookahead}), got {self.ahead}"
+            )
+
+
+class _LogMel(torch.nn.Module):
+    """(N, T) samples -> (N, MEL_BANDS, T / hop - 1) log-mel, frames of two hops, no padding,
+    so mel frame j covers token frames j and j + 1 of its input."""
+
+    def __init__(self, sample_rate: int, hop: int) -> None:
+        super().__init__()
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate, n_fft=2 * hop, hop_length=hop, n_mels=MEL_BANDS, center=False
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.mel(wav).clamp(min=1e-5).log()
+
+
+@torch.inference_mode()
+def search_encode(
+    codec, wav: torch.Tensor, lengths: torch.Tensor | None = None, settings=SearchSettings()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, T) samples at the codec's rate -> ((B, F) int64 token ids, (B,) frame counts),
+    as `Codec.encode` returns them, each id chosen by analysis-by-synthesis (module docstring).
+    Ids past an item's frame count are 0. Each item's ids equal those of searching it alone."""
+    if not codec.causal:
+        raise ValueError(f"model {codec.name!r} is not causal; search encoding needs a causal one")
+    decoder = codec.decoder
+    settings.check(decoder.lookahead)
+    k, ahead, hop = settings.candidates, settings.ahead, codec.hop_length
+    inputs = codec.quantizer_inputs(wav, lengths)
+    frames = inputs.code_lengths
+    batch, n_frames = inputs.latents.shape[0], inputs.latents.shape[-1]
+    top = codec.quantizer.nearest(inputs.latents, inputs.f0_channel, k)  # (B, F, k)
+    k = top.shape[-1]
+    # Each item's candidates' latents, item-major rows (b * k + j), and past an item's end the
+    # latents offline decoding sees there, so that trials end as a decode of that item ends.
+    cand = codec.quantizer.decode(top.transpose(1, 2).reshape(batch * k, n_frames))
+    cand = torch.cat([cand, decoder.end_latents(cand, ahead + 1)], -1)
+    past_end = torch.arange(n_frames + ahead + 1, device=cand.device) >= frames[:, None]
+    past_end = past_end.repeat_interleave(k, 0)[:, None]
+    cand = torch.where(past_end, decoder.end_latents(cand, cand.shape[-1]), cand)
+    nearest = cand[::k]  # (B, D, F + ahead + 1): the nearest codes' latents
+    log_mel = _LogMel(codec.sample_rate, hop).to(cand.device)
+    # Trials near the end decode past it: there the input is silence, as in `inputs.wav`.
+    reference = torch.nn.functional.pad(inputs.wav, (0, (ahead + 1) * hop))
+    valid_frames = frames.repeat_interleave(k, 0)[:, None]
+    rows = torch.arange(batch, device=cand.device) * k
+    chosen = torch.zeros(batch, n_frames, dtype=torch.long, device=cand.device)
+    state = DecoderStreamState()
+    for f in range(n_frames):
+        trial = state.repeat_items(k)
+        tokens = torch.cat(
+            [cand[..., f : f + 1], nearest[..., f + 1 : f + 1 + ahead].repeat_interleave(k, 0)],
+            -1,
+        )
+        audio = decoder.stream(tokens, trial)
+        first = max(0, f - decoder.lookahead)  # the first frame this trial output
+        last = min(f + settings.span, first + audio.shape[-1] // hop)
+        pick = torch.zeros(batch, dtype=torch.long, device=cand.device)
+        if last - first >= 2:
+            target = log_mel(reference[:, first * hop : last * hop]).repeat_interleave(k, 0)
+            error = (log_mel(audio[:, : (last - first) * hop]) - target).abs().mean(1)
+            # Mel frame j spans token frames first + j and first + j + 1 of the item.
+            spans = first + 1 + torch.arange(error.shape[-1], device=cand.device)
+            scored = (spans[None] < valid_frames).to(error.dtype)
+            error = (error * scored).sum(-1) / scored.sum(-1).clamp(min=1)
+            pick = error.reshape(batch, k).argmin(-1)
+        chosen[:, f] = top[:, f].gather(-1, pick[:, None])[:, 0]
+        decoder.stream(cand[rows + pick, :, f : f + 1], state)
+    chosen = chosen.masked_fill(torch.arange(n_frames, device=cand.device) >= frames[:, None], 0)
+    return chosen, frames
