@@ -1,0 +1,105 @@
+"""Search encoding (`codec.search`): tokens chosen by the decoded audio, same bitstream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import speechlike
+from test_streaming import chunk_sizes
+
+from codec import Codec
+from codec.decoder import DecoderStreamState
+from codec.search import SearchSettings, _LogMel, search_encode
+
+MODELS = ["tiny_causal", "tiny_causal_lookahead", "tiny_causal_f0_smoothed"]
+
+
+def _inputs(model: Codec, wav: torch.Tensor):
+    inputs = model.quantizer_inputs(wav)
+    return inputs.latents, inputs.f0_channel
+
+
+def _settings(model: Codec, candidates: int = 6) -> SearchSettings:
+    return SearchSettings(candidates, ahead=2 + model.decoder.lookahead, span=3)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_candidate_gives_the_nearest_codes(request: pytest.FixtureRequest, name: str):
+    model: Codec = request.getfixturevalue(name)
+    wav = speechlike(model.hop_length * 30 + 17, seed=1)
+    codes, frames = model.encode(wav)
+    searched, searched_frames = search_encode(model, wav, settings=_settings(model, 1))
+    assert torch.equal(searched, codes) and torch.equal(searched_frames, frames)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_search_brings_the_decoded_audio_closer_to_the_input(
+    request: pytest.FixtureRequest, name: str
+):
+    """The point of the search: the same decoder, fed the searched tokens, reproduces the input
+    better in log-mel than fed the nearest codes (over the whole clip, not just per frame)."""
+    model: Codec = request.getfixturevalue(name)
+    hop = model.hop_length
+    wav = speechlike(hop * 40, seed=2)
+    nearest, _ = model.encode(wav)
+    searched, _ = search_encode(model, wav, settings=_settings(model))
+    changed = (searched != nearest).float().mean()
+    assert changed > 0.1, f"only {changed:.0%} of tokens changed"
+    log_mel = _LogMel(model.sample_rate, hop)
+    target = log_mel(wav[None])
+
+    def distance(codes: torch.Tensor) -> float:
+        audio, _ = model.decode(codes)
+        return float((log_mel(audio[:, 0, : wav.numel()]) - target).abs().mean())
+
+    # Untrained tiny decoders barely follow their input, so the margins are small; a search
+    # that ignored the audio would still lose to the nearest codes, and to random candidates.
+    top = model.quantizer.nearest(*_inputs(model, wav), 6)
+    gen = torch.Generator().manual_seed(0)
+    random = top[0].gather(-1, torch.randint(0, 6, (top.shape[1], 1), generator=gen))[:, 0]
+    assert distance(searched) < distance(nearest)
+    assert distance(searched) < distance(random[None])
+
+
+@pytest.mark.parametrize("name", ["tiny_causal_lookahead", "tiny_causal_f0_smoothed"])
+def test_batched_search_equals_single(request: pytest.FixtureRequest, name: str):
+    model: Codec = request.getfixturevalue(name)
+    hop = model.hop_length
+    sizes = [hop * 9 + 5, hop * 23, hop * 4 - 1]
+    items = [speechlike(n, seed=i) for i, n in enumerate(sizes)]
+    padded = torch.nn.utils.rnn.pad_sequence(items, batch_first=True)[:, None]
+    codes, frames = search_encode(model, padded, torch.tensor(sizes), _settings(model))
+    for i, item in enumerate(items):
+        alone, alone_frames = search_encode(model, item, settings=_settings(model))
+        assert int(frames[i]) == int(alone_frames[0])
+        assert torch.equal(codes[i, : frames[i]], alone[0]), f"item {i}"
+        assert not codes[i, frames[i] :].any()
+
+
+def test_settings_are_checked(tiny_causal_lookahead: Codec, tiny: Codec):
+    wav = speechlike(tiny.hop_length * 5)
+    with pytest.raises(ValueError, match="ahead"):
+        search_encode(tiny_causal_lookahead, wav, settings=SearchSettings(4, ahead=3, span=3))
+    with pytest.raises(ValueError, match="candidates"):
+        search_encode(tiny_causal_lookahead, wav, settings=SearchSettings(0))
+    with pytest.raises(ValueError, match="not causal"):
+        search_encode(tiny, wav)
+
+
+def test_a_repeated_stream_state_continues_each_copy_as_the_original(
+    tiny_causal_f0_smoothed: Codec,
+):
+    """`repeat_items` is what lets the trials hear exactly what the stream would."""
+    model = tiny_causal_f0_smoothed
+    codes, _ = model.encode(speechlike(model.hop_length * 24, seed=4))
+    latents = model.quantizer.decode(codes)
+    decoder = model.decoder
+    state = DecoderStreamState()
+    for n in chunk_sizes(15, 4, seed=0, singles=2):
+        decoder.stream(latents[..., :n], state)
+        latents = latents[..., n:]
+    copies = state.repeat_items(3)
+    alone = decoder.stream(latents, state)
+    together = decoder.stream(latents.repeat(3, 1, 1), copies)
+    for row in together:
+        torch.testing.assert_close(row, alone[0], atol=1e-5, rtol=0)
