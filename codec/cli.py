@@ -37,6 +37,19 @@ TOKEN_SUFFIX = ".wtok"
 USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
+def add_search_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--search N` option of the commands that encode files (`codec.search`)."""
+    parser.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="choose each token among its N nearest codes by the decoded audio "
+        "(analysis-by-synthesis: same bitstream, better fidelity, encodes several times "
+        "slower; causal models only; 8 is a good choice; default: 0, the nearest code)",
+    )
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -103,11 +116,17 @@ def _load_input(codec: Codec, path: str | Path) -> torch.Tensor:
     return wav
 
 
-def _encode(codec: Codec, wav: torch.Tensor) -> tuple[torch.Tensor, TokenHeader]:
-    """(T,) samples -> ((F,) int64 ids, header recording the original length T)."""
+def _encode(codec: Codec, wav: torch.Tensor, search: int = 0) -> tuple[torch.Tensor, TokenHeader]:
+    """(T,) samples -> ((F,) int64 ids, header recording the original length T); `search`:
+    candidates per frame for `codec.search.search_encode` (0: the nearest code)."""
+    from codec.search import search_encode, settings_from
     from codec.tokenfile import TokenHeader
 
-    codes, _ = codec.encode(wav)
+    settings = settings_from(search, codec)
+    if settings is None:
+        codes, _ = codec.encode(wav)
+    else:
+        codes, _ = search_encode(codec, wav, settings=settings)
     return codes[0], TokenHeader.for_model(codec, wav.shape[-1])
 
 
@@ -136,7 +155,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     out = _require_out_dir(args.output)
     codec = _load_model(args)
     wav = _load_input(codec, args.input)
-    codes, header = _encode(codec, wav)
+    codes, header = _encode(codec, wav, args.search)
     size = tokenfile.save(out, codes, header)
     duration = header.duration_s()
     print(
@@ -171,7 +190,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     out = _check_audio_out(args.output)
     codec = _load_model(args)
     wav = _load_input(codec, args.input)
-    codes, header = _encode(codec, wav)
+    codes, header = _encode(codec, wav, args.search)
     size = len(tokenfile.dumps(codes, header))
     audio = _decode(codec, codes, header)
     write_audio(out, audio, codec.sample_rate)
@@ -325,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="audio file (wav, flac, ogg, mp3, ...)")
     p.add_argument("output", help="token file to write (.wtok)")
     _add_model_args(p)
+    add_search_argument(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help=".wtok token file -> audio file")
@@ -337,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="audio file")
     p.add_argument("output", help="audio file to write")
     _add_model_args(p)
+    add_search_argument(p)
     p.set_defaults(func=cmd_roundtrip)
 
     p = sub.add_parser("info", help="describe a token file, an audio file or a model")

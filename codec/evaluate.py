@@ -217,18 +217,14 @@ def run(args: argparse.Namespace) -> int:
 
     from codec.model import Codec, resolve_model_dir
     from codec.report import EvalRun, write_report
-    from codec.search import SearchSettings
+    from codec.search import settings_from
 
     codec = Codec.from_pretrained(args.model, device=args.device)
     clips, skipped = load_clips(paths, data_dir)
     if not clips:
         raise ValueError(f"no usable clips under {data_dir} ({len(skipped)} skipped)")
     with_dnsmos = not args.no_dnsmos
-    search = SearchSettings(args.search) if args.search else None
-    if search is not None:
-        search.check(codec.decoder.lookahead)
-        if not codec.causal:
-            raise ValueError(f"--search needs a causal model; {codec.name!r} is not")
+    search = settings_from(args.search, codec)
     with torch.inference_mode():
         systems = [evaluate_model(codec, clips, args.batch_size, with_dnsmos, search)]
         systems += [evaluate_baseline(spec, clips, with_dnsmos) for spec in specs]
@@ -259,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `eval` subcommand to the `wavtok` CLI."""
     from codec.baselines import DEFAULT_BASELINES
+    from codec.cli import add_search_argument
     from codec.model import DEFAULT_MODEL
 
     p = subparsers.add_parser(
@@ -279,14 +276,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="score only the first N clips")
     p.add_argument("--batch-size", type=int, default=4, help="model batch size (default: 4)")
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (saves ~2 s per clip)")
-    p.add_argument(
-        "--search",
-        type=int,
-        default=0,
-        metavar="N",
-        help="choose each token among its N nearest codes by the decoded audio "
-        "(analysis-by-synthesis, slower; causal models; default: 0, nearest code)",
-    )
+    add_search_argument(p)
     p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     p.add_argument("--out", required=True, help="report directory (created if needed)")
     p.set_defaults(func=run)

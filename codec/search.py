@@ -47,6 +47,17 @@ class SearchSettings:
             )
 
 
+def settings_from(candidates: int, codec) -> SearchSettings | None:
+    """`--search N` -> checked settings for `codec`, or None for the nearest-code encoder."""
+    if not candidates:
+        return None
+    if not codec.causal:
+        raise ValueError(f"--search needs a causal model; {codec.name!r} is not")
+    settings = SearchSettings(candidates)
+    settings.check(codec.decoder.lookahead)
+    return settings
+
+
 class _LogMel(torch.nn.Module):
     """(N, T) samples -> (N, MEL_BANDS, T / hop - 1) log-mel, frames of two hops, no padding,
     so mel frame j covers token frames j and j + 1 of its input."""

@@ -82,8 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "decode": ".wtok tree -> .wav tree",
         "roundtrip": "audio tree -> tokens -> .wav tree",
     }
+    from codec.cli import add_search_argument
+
     for mode in MODES:
         p = modes.add_parser(mode, parents=[common], help=helps[mode])
+        if mode != "decode":
+            add_search_argument(p)
         if mode == "encode":
             p.add_argument(
                 "--shards", action="store_true", help="write Parquet shards instead of .wtok files"
@@ -141,6 +145,7 @@ def run_local(
     workers: int,
     sink: Sink,
     decode_dtype: str = "float32",
+    search: int = 0,
 ) -> None:
     """Load with `workers` threads (`PREFETCH_BATCHES` batches ahead) while the model runs."""
     from functools import partial
@@ -148,7 +153,8 @@ def run_local(
     from codec.model import Codec
     from codec.transcode_core import Processor, load_item
 
-    process = Processor(Codec.from_pretrained(model_dir, device=device), mode, decode_dtype)
+    codec = Codec.from_pretrained(model_dir, device=device)
+    process = Processor(codec, mode, decode_dtype, search)
     load = partial(load_item, mode=mode, info=process.info)
     if workers == 0:
         for batch in batches:
@@ -266,7 +272,16 @@ def _job(
 
             run_ray(batches, mode, model_dir, info, args, sink)
         else:
-            run_local(batches, mode, model_dir, args.device, args.workers, sink, args.decode_dtype)
+            run_local(
+                batches,
+                mode,
+                model_dir,
+                args.device,
+                args.workers,
+                sink,
+                args.decode_dtype,
+                getattr(args, "search", 0),
+            )
     except KeyboardInterrupt:
         bar.close()
         print("transcode: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -307,14 +322,23 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is None:  # with Ray, the actors' machines need the device, not this one
         _check_device(args.device)
     model_dir = resolve_model_dir(args.model)
-    info = ModelInfo.from_config(
-        CodecConfig.from_yaml(model_dir / CONFIG_FILE), codebook_id_of(model_dir)
-    )
+    config = CodecConfig.from_yaml(model_dir / CONFIG_FILE)
+    info = ModelInfo.from_config(config, codebook_id_of(model_dir))
     job = {
         "mode": args.transcode_mode,
         "model": info.name,
         "model_sha256": _model_fingerprint(model_dir),
     }
+    search = getattr(args, "search", 0)
+    if search:
+        # Checked here, before any file is read; and tokens chosen another way are other
+        # outputs, so a job with another --search does not take these as done.
+        from codec.search import SearchSettings
+
+        if not config.causal:
+            raise ValueError(f"--search needs a causal model; {info.name!r} is not")
+        SearchSettings(search).check(config.decoder.lookahead)
+        job["search"] = search
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / STATE_DIR)
     try:

@@ -25,6 +25,7 @@ import torch
 from codec import precision, tokenfile
 from codec.audio import AudioError, encode_audio_bytes, load_mono
 from codec.config import CodecConfig
+from codec.search import search_encode, settings_from
 from codec.transcode import MODES
 
 STATE_DIR = ".wavtok-transcode"
@@ -175,10 +176,14 @@ class Processor:
     item costs only itself.
     """
 
-    def __init__(self, codec: Any, mode: str, decode_dtype: str = "float32") -> None:
+    def __init__(
+        self, codec: Any, mode: str, decode_dtype: str = "float32", search: int = 0
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.codec, self.mode = codec, mode
+        # Candidates per frame for search encoding (codec/search.py); 0: the nearest code.
+        self.search = settings_from(search, codec)
         self.info = ModelInfo.from_config(codec.config, codec.codebook_id)
         # Decoding only (codec/precision.py): encoded tokens never depend on it.
         self.decode_dtype = precision.decode_dtype(decode_dtype, codec.device)
@@ -229,7 +234,11 @@ class Processor:
         batch = torch.zeros(len(wavs), 1, int(lengths.max()))
         for i, w in enumerate(wavs):
             batch[i, 0, : w.shape[0]] = torch.from_numpy(w)
-        codes, code_lengths = self.codec.encode(batch.to(self.codec.device), lengths)
+        batch = batch.to(self.codec.device)
+        if self.search is None:
+            codes, code_lengths = self.codec.encode(batch, lengths)
+        else:
+            codes, code_lengths = search_encode(self.codec, batch, lengths, self.search)
         codes = codes.cpu().numpy()
         return [codes[i, :n] for i, n in enumerate(code_lengths.tolist())]
 

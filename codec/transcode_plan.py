@@ -75,13 +75,19 @@ def _estimate_seconds(path: str, mode: str) -> float:
         return 0.0
 
 
+OPTIONAL_JOB_KEYS = ("search",)
+
+
 def probe(item: Item, mode: str, out_dir: Path, job: dict, journal: Journal) -> str:
     """What to do with `item`: "skip" (finished earlier; input and output checksums match),
     "bad" (failed earlier on these exact bytes for a reason retrying cannot fix) or "todo".
     Sets `item.duration_s` (seconds) for bucketing and progress."""
     from codec.transcode_core import sha256_file
 
-    same_job = lambda r: all(r.get(k) == v for k, v in job.items())  # noqa: E731
+    # Keys a job sets only when not at their default (`search`): a record without one must
+    # not match a job with it, nor a record with one a job without it.
+    keys = set(job) | set(OPTIONAL_JOB_KEYS)
+    same_job = lambda r: all(r.get(k) == job.get(k) for k in keys)  # noqa: E731
     rec = journal.manifest.get(item.rel)
     try:
         if rec and same_job(rec) and rec.get("output") == item.out_rel:

@@ -43,7 +43,13 @@ class ModelActor:
     """Ray actor: builds the codec once from config + weights, then processes batches."""
 
     def __init__(
-        self, blob: Any, mode: str, device: str, threads: int, decode_dtype: str = "float32"
+        self,
+        blob: Any,
+        mode: str,
+        device: str,
+        threads: int,
+        decode_dtype: str = "float32",
+        search: int = 0,
     ) -> None:
         import ray
         import safetensors.torch
@@ -57,7 +63,7 @@ class ModelActor:
         torch.set_num_threads(threads)
         codec = Codec(CodecConfig.model_validate(blob["config"]))
         codec.load_state_dict(safetensors.torch.load(blob["weights"]), strict=True)
-        self.process = Processor(codec.to(device).eval(), mode, decode_dtype)
+        self.process = Processor(codec.to(device).eval(), mode, decode_dtype, search)
         self.dtype = np.int64 if mode == "decode" else np.float32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -168,6 +174,7 @@ def run_ray(
                 "device": args.device,
                 "threads": 1,
                 "decode_dtype": args.decode_dtype,
+                "search": getattr(args, "search", 0),
             },
             batch_size=args.batch_size,
             batch_format="numpy",

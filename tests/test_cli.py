@@ -339,3 +339,41 @@ def test_subprocess_end_to_end(tmp_path, libritts_clip, clip_samples, tiny_model
     assert done.stderr.strip().splitlines() == [
         f"wavtok: error: {tmp_path / 'nope.wtok'}: no such file"
     ]
+
+
+def test_encode_search_writes_the_library_searchs_tokens(
+    capsys, tmp_path, tiny_model_dir, tiny_causal, tiny
+):
+    from conftest import speechlike
+
+    from codec.search import SearchSettings, search_encode
+
+    sf.write(tmp_path / "in.wav", speechlike(SR).numpy(), SR, subtype="FLOAT")
+    code, out, err = run(
+        capsys, "encode", tmp_path / "in.wav", tmp_path / "s.wtok", "--model", tiny_model_dir,
+        "--search", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    ids, _ = tokenfile.load(tmp_path / "s.wtok")
+    wav = torch.from_numpy(sf.read(tmp_path / "in.wav", dtype="float32")[0])
+    searched, _ = search_encode(tiny_causal, wav, settings=SearchSettings(4))
+    np.testing.assert_array_equal(ids, searched[0].numpy())
+    assert (ids != tiny_causal.encode(wav)[0][0].numpy()).any()
+    # Same bitstream: the token file decodes as any other.
+    code, _, err = run(
+        capsys, "decode", tmp_path / "s.wtok", tmp_path / "o.wav", "--model", tiny_model_dir
+    )
+    assert code == 0, err
+
+    code, _, err = run(
+        capsys, "encode", tmp_path / "in.wav", tmp_path / "t.wtok", "--model", tiny_model_dir,
+        "--search", "-2",
+    )  # fmt: skip
+    assert_one_line_error(code, err, "candidates")
+    tiny.save_pretrained(tmp_path / "offline-model")
+    code, _, err = run(
+        capsys, "roundtrip", tmp_path / "in.wav", tmp_path / "r.wav", "--model",
+        tmp_path / "offline-model", "--search", "4",
+    )  # fmt: skip
+    assert_one_line_error(code, err, "causal")
+    assert not (tmp_path / "t.wtok").exists() and not (tmp_path / "r.wav").exists()

@@ -157,6 +157,31 @@ def test_encode_mirrors_tree_and_logs_errors(
     assert not temp_files(reference)
 
 
+def test_search_encode_is_the_library_search_and_a_job_of_its_own(
+    corpus, reference, tiny_causal, tiny_model_dir, tmp_path, capsys
+):
+    from codec.search import SearchSettings, search_encode
+
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    # Tokens chosen by nearest code are not what a search job writes: all of them are redone.
+    argv = ("encode", corpus, out, "--model", tiny_model_dir, "--quiet", "--batch-size", 3)
+    assert transcode(*argv, "--search", 3) == 0
+    assert "7 done, 0 skipped" in capsys.readouterr().out
+    for name in GOOD:
+        wav, _ = load_mono(corpus / name, SR)
+        ids, _ = tokenfile.load(out / Path(name).with_suffix(".wtok"))
+        alone, _ = search_encode(tiny_causal, wav, settings=SearchSettings(3))
+        assert np.array_equal(ids, alone[0].numpy()), name
+    assert tree(out, ".wtok") != tree(reference, ".wtok")
+    assert transcode(*argv, "--search", 3) == 0
+    assert "0 done, 7 skipped" in capsys.readouterr().out
+    # ... and back to the nearest codes: searched tokens are not taken as done either.
+    assert transcode(*argv) == 0
+    assert "7 done, 0 skipped" in capsys.readouterr().out
+    assert tree(out, ".wtok") == tree(reference, ".wtok")
+
+
 def test_strict_exits_non_zero(corpus, tiny_model_dir, tmp_path, capsys):
     code = transcode("encode", corpus, tmp_path, "--model", tiny_model_dir, "--strict", "--quiet")
     out, err = capsys.readouterr()
