@@ -122,7 +122,7 @@ def _encode(codec: Codec, wav: torch.Tensor, search: int = 0) -> tuple[torch.Ten
     from codec.search import search_encode, settings_from
     from codec.tokenfile import TokenHeader
 
-    settings = settings_from(search, codec)
+    settings = settings_from(search, codec.config)
     if settings is None:
         codes, _ = codec.encode(wav)
     else:

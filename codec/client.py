@@ -32,6 +32,7 @@ from codec.client_wire import (
     audio_payload,
     code_chunk,
     decode_payload,
+    encode_params,
     encode_result,
     pcm_chunk,
     raise_for_error,
@@ -209,24 +210,30 @@ class WavtokClient(_Base):
         raise_for_error(r)
         return r.json()["models"]
 
-    def encode(self, audio: AudioInput, model: str | None = None) -> EncodeResult:
-        """Audio file bytes or a path (any rate and channel count) -> codes and metadata."""
+    def encode(self, audio: AudioInput, model: str | None = None, search: int = 0) -> EncodeResult:
+        """Audio file bytes or a path (any rate and channel count) -> codes and metadata.
+        `search` > 0: tokens chosen among that many nearest codes by the decoded audio
+        (slower, closer to the input; see `codec.search`)."""
         data, content_type = audio_payload(audio)
-        params = {"model": model} if model else None
         r = self._http.post(
-            "/v1/encode", content=data, headers={"content-type": content_type}, params=params
+            "/v1/encode",
+            content=data,
+            headers={"content-type": content_type},
+            params=encode_params(model, search),
         )
         raise_for_error(r)
         return encode_result(r.json())
 
-    def encode_to_tokenfile(self, audio: AudioInput, model: str | None = None) -> bytes:
+    def encode_to_tokenfile(
+        self, audio: AudioInput, model: str | None = None, search: int = 0
+    ) -> bytes:
         """Like `encode`, but the server's `.wtok` token file bytes."""
         data, content_type = audio_payload(audio)
         r = self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
-            params={"model": model} if model else None,
+            params=encode_params(model, search),
         )
         raise_for_error(r)
         return r.content
@@ -319,24 +326,28 @@ class AsyncWavtokClient(_Base):
         raise_for_error(r)
         return r.json()["models"]
 
-    async def encode(self, audio: AudioInput, model: str | None = None) -> EncodeResult:
+    async def encode(
+        self, audio: AudioInput, model: str | None = None, search: int = 0
+    ) -> EncodeResult:
         data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type},
-            params={"model": model} if model else None,
+            params=encode_params(model, search),
         )
         raise_for_error(r)
         return encode_result(r.json())
 
-    async def encode_to_tokenfile(self, audio: AudioInput, model: str | None = None) -> bytes:
+    async def encode_to_tokenfile(
+        self, audio: AudioInput, model: str | None = None, search: int = 0
+    ) -> bytes:
         data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
-            params={"model": model} if model else None,
+            params=encode_params(model, search),
         )
         raise_for_error(r)
         return r.content

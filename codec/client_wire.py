@@ -89,6 +89,12 @@ def audio_payload(audio: AudioInput) -> tuple[bytes, str]:
     return data, EXTENSION_TYPES.get(path.suffix.lower(), sniff_audio_type(data))
 
 
+def encode_params(model: str | None, search: int) -> dict | None:
+    """Query parameters of an encode request: the model, and search candidates when > 0."""
+    params = {**({"model": model} if model else {}), **({"search": search} if search else {})}
+    return params or None
+
+
 def decode_payload(codes: CodesInput, num_samples: int | None, model: str | None):
     """httpx request keywords (`content` + headers, or `json`) for POST /v1/decode."""
     if isinstance(codes, bytes | bytearray):

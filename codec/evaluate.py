@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if not clips:
         raise ValueError(f"no usable clips under {data_dir} ({len(skipped)} skipped)")
     with_dnsmos = not args.no_dnsmos
-    search = settings_from(args.search, codec)
+    search = settings_from(args.search, codec.config)
     with torch.inference_mode():
         systems = [evaluate_model(codec, clips, args.batch_size, with_dnsmos, search)]
         systems += [evaluate_baseline(spec, clips, with_dnsmos) for spec in specs]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torchaudio
 
+from codec.config import CodecConfig
 from codec.decoder import DecoderStreamState
 
 MEL_BANDS = 80
@@ -31,7 +32,9 @@ class SearchSettings:
     """How widely and how far each frame's choice looks."""
 
     candidates: int = 8  # nearest codes tried per frame; 1 gives `Codec.encode`'s tokens
-    ahead: int = 4  # tokens after the tried one decoded with it (their nearest codes)
+    # Tokens after the tried one decoded with it (their nearest codes); 4 suits a decoder
+    # lookahead of 2 (the shipped models), `settings_from` sets it for any model.
+    ahead: int = 4
     span: int = 3  # output frames up to f + span - 1 are scored, from f - decoder lookahead
 
     def check(self, decoder_lookahead: int) -> None:
@@ -47,14 +50,17 @@ class SearchSettings:
             )
 
 
-def settings_from(candidates: int, codec) -> SearchSettings | None:
-    """`--search N` -> checked settings for `codec`, or None for the nearest-code encoder."""
+def settings_from(candidates: int, config: CodecConfig) -> SearchSettings | None:
+    """`--search N` -> checked settings for a model of `config`, or None for N = 0 (the
+    nearest-code encoder)."""
     if not candidates:
         return None
-    if not codec.causal:
-        raise ValueError(f"--search needs a causal model; {codec.name!r} is not")
-    settings = SearchSettings(candidates)
-    settings.check(codec.decoder.lookahead)
+    if not config.causal:
+        raise ValueError(f"--search needs a causal model; {config.name!r} is not")
+    # The least lookahead that lets every scored frame be heard: more only costs time.
+    ahead = SearchSettings.span - 1 + config.decoder.lookahead
+    settings = SearchSettings(candidates, ahead=ahead)
+    settings.check(config.decoder.lookahead)
     return settings
 
 

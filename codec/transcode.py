@@ -333,11 +333,9 @@ def run(args: argparse.Namespace) -> int:
     if search:
         # Checked here, before any file is read; and tokens chosen another way are other
         # outputs, so a job with another --search does not take these as done.
-        from codec.search import SearchSettings
+        from codec.search import settings_from
 
-        if not config.causal:
-            raise ValueError(f"--search needs a causal model; {info.name!r} is not")
-        SearchSettings(search).check(config.decoder.lookahead)
+        settings_from(search, config)
         job["search"] = search
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / STATE_DIR)

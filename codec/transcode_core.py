@@ -183,7 +183,7 @@ class Processor:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.codec, self.mode = codec, mode
         # Candidates per frame for search encoding (codec/search.py); 0: the nearest code.
-        self.search = settings_from(search, codec)
+        self.search = settings_from(search, codec.config)
         self.info = ModelInfo.from_config(codec.config, codec.codebook_id)
         # Decoding only (codec/precision.py): encoded tokens never depend on it.
         self.decode_dtype = precision.decode_dtype(decode_dtype, codec.device)

@@ -55,6 +55,8 @@ from server.settings import Settings
 log = logging.getLogger("wavtok.server")
 # 147 covers 44.1 kHz family rates, 588 covers 176.4 kHz; odd rates like 23999 Hz are refused.
 MAX_RATE_FACTOR = 1000
+# Search cost grows with the candidates; past ~16 the fidelity stops improving (docs/search.md).
+MAX_SEARCH_CANDIDATES = 32
 T = TypeVar("T")
 
 ModelParam = Annotated[
@@ -65,6 +67,16 @@ FormatParam = Annotated[
     Query(
         description="wav and flac are 16-bit files; pcm16 is raw little-endian int16, "
         "f32 raw little-endian float32, both mono at the model's rate."
+    ),
+]
+SearchParam = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_SEARCH_CANDIDATES,
+        description="Choose each token among its N nearest codes by the decoded audio "
+        "(analysis-by-synthesis; causal models): same tokens format, closer to the input, "
+        "encodes several times slower. 0: the nearest code.",
     ),
 ]
 StreamParam = Annotated[
@@ -222,6 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def encode(
         request: Request,
         model: ModelParam = None,
+        search: SearchParam = 0,
     ) -> Response:
         """Audio (any rate, any channel count) -> token ids.
 
@@ -229,6 +242,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         `file`. `Accept: application/octet-stream` returns a `.wtok` token file instead of JSON.
         """
         runner = registry.get(model)
+        if search and not runner.codec.causal:
+            raise errors.bad_request(f"search needs a causal model; {runner.name!r} is not")
         media = _media_type(request)
         if media == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=4)
@@ -242,7 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             raise errors.unsupported_media(media, [*AUDIO_TYPES, "multipart/form-data"])
         wav = await run_in_threadpool(_prepare_audio, data, runner, settings.max_audio_seconds)
-        codes = await _until_done_or_gone(request, runner.encode(wav))
+        codes = await _until_done_or_gone(request, runner.encode(wav, search))
         c = runner.codec
         if TOKEN_TYPE in request.headers.get("accept", ""):
             header = tokenfile.TokenHeader.for_model(c, wav.shape[-1])

@@ -19,6 +19,7 @@ import torch
 
 from codec.model import Codec, resolve_model_dir
 from codec.precision import decode_autocast, decode_dtype
+from codec.search import search_encode, settings_from
 from server import errors
 from server.batching import DynamicBatcher
 from server.metrics import Metrics
@@ -34,6 +35,7 @@ _BATCH_BUDGET_SECONDS = 120.0
 @dataclass
 class EncodeItem:
     wav: torch.Tensor  # (T,) float32 at the model's rate
+    search: int = 0  # candidates per frame for search encoding (codec/search.py); 0: nearest
 
 
 @dataclass
@@ -109,14 +111,23 @@ class ModelRunner:
     def _encode_batch(self, items: list[EncodeItem]) -> list[np.ndarray | BaseException]:
         results: list[np.ndarray | BaseException] = [RuntimeError("not run")] * len(items)
         lengths = [int(it.wav.shape[-1]) for it in items]
-        for group in _groups(lengths, self._budget):
+        groups = []
+        for search in sorted({it.search for it in items}):
+            # Items batch only with others of the same search setting.
+            members = [i for i, it in enumerate(items) if it.search == search]
+            for group in _groups([lengths[i] for i in members], self._budget):
+                groups.append((search, [members[j] for j in group]))
+        for search, group in groups:
             try:
                 wav = torch.zeros(len(group), 1, max(lengths[i] for i in group))
                 for row, i in enumerate(group):
                     wav[row, 0, : lengths[i]] = items[i].wav
-                codes, code_lengths = self.codec.encode(
-                    wav, torch.tensor([lengths[i] for i in group])
-                )
+                group_lengths = torch.tensor([lengths[i] for i in group])
+                if search:
+                    settings = settings_from(search, self.codec.config)
+                    codes, code_lengths = search_encode(self.codec, wav, group_lengths, settings)
+                else:
+                    codes, code_lengths = self.codec.encode(wav, group_lengths)
                 codes = codes.cpu().numpy()
                 for row, i in enumerate(group):
                     results[i] = codes[row, : int(code_lengths[row])].astype(np.int64)
@@ -149,9 +160,10 @@ class ModelRunner:
         return results
 
     # -- async API ------------------------------------------------------------------------------
-    async def encode(self, wav: torch.Tensor) -> np.ndarray:
-        """(T,) samples at the model's rate -> (F,) int64 codes."""
-        codes = await self.encoder.submit(EncodeItem(wav))
+    async def encode(self, wav: torch.Tensor, search: int = 0) -> np.ndarray:
+        """(T,) samples at the model's rate -> (F,) int64 codes; `search` > 0 picks them by
+        `codec.search.search_encode` with that many candidates per frame."""
+        codes = await self.encoder.submit(EncodeItem(wav, search))
         self.metrics.audio_seconds.labels(self.name, "encode", "http").inc(
             wav.shape[-1] / self.codec.sample_rate
         )

@@ -346,7 +346,7 @@ def test_encode_search_writes_the_library_searchs_tokens(
 ):
     from conftest import speechlike
 
-    from codec.search import SearchSettings, search_encode
+    from codec.search import search_encode, settings_from
 
     sf.write(tmp_path / "in.wav", speechlike(SR).numpy(), SR, subtype="FLOAT")
     code, out, err = run(
@@ -356,7 +356,7 @@ def test_encode_search_writes_the_library_searchs_tokens(
     assert code == 0, err
     ids, _ = tokenfile.load(tmp_path / "s.wtok")
     wav = torch.from_numpy(sf.read(tmp_path / "in.wav", dtype="float32")[0])
-    searched, _ = search_encode(tiny_causal, wav, settings=SearchSettings(4))
+    searched, _ = search_encode(tiny_causal, wav, settings=settings_from(4, tiny_causal.config))
     np.testing.assert_array_equal(ids, searched[0].numpy())
     assert (ids != tiny_causal.encode(wav)[0][0].numpy()).any()
     # Same bitstream: the token file decodes as any other.

@@ -117,6 +117,27 @@ def test_encode_matches_library(client, server, codec):
     assert r.status_code == 200 and r.json()["codes"] == result.codes.tolist()
 
 
+def test_encode_with_search_matches_the_library_search(client, server, codec):
+    from codec.search import search_encode, settings_from
+
+    data = audio_file(pcm(0.6, seed=3))
+    result = client.encode(data, search=4)
+    wav, _ = load_mono(data, SR)
+    expected, _ = search_encode(codec, wav[None, None], settings=settings_from(4, codec.config))
+    assert np.array_equal(result.codes, expected[0].numpy())
+    assert not np.array_equal(result.codes, library_codes(codec, data))
+    ids, _ = tokenfile.loads(client.encode_to_tokenfile(data, search=4))
+    assert np.array_equal(ids, result.codes)
+    for bad in ("-1", "33", "x"):
+        r = httpx.post(
+            f"{server[0]}/v1/encode",
+            content=data,
+            headers={"content-type": "audio/wav"},
+            params={"search": bad},
+        )
+        assert r.status_code == 422 and "search" in r.text
+
+
 def test_encode_downmixes_and_resamples(client, codec, tmp_path):
     stereo = pcm(0.5, seed=1, channels=2)
     data = audio_file(stereo, rate=16000, fmt="FLAC")

@@ -160,7 +160,7 @@ def test_encode_mirrors_tree_and_logs_errors(
 def test_search_encode_is_the_library_search_and_a_job_of_its_own(
     corpus, reference, tiny_causal, tiny_model_dir, tmp_path, capsys
 ):
-    from codec.search import SearchSettings, search_encode
+    from codec.search import search_encode, settings_from
 
     out = tmp_path / "out"
     shutil.copytree(reference, out)
@@ -171,7 +171,7 @@ def test_search_encode_is_the_library_search_and_a_job_of_its_own(
     for name in GOOD:
         wav, _ = load_mono(corpus / name, SR)
         ids, _ = tokenfile.load(out / Path(name).with_suffix(".wtok"))
-        alone, _ = search_encode(tiny_causal, wav, settings=SearchSettings(3))
+        alone, _ = search_encode(tiny_causal, wav, settings=settings_from(3, tiny_causal.config))
         assert np.array_equal(ids, alone[0].numpy()), name
     assert tree(out, ".wtok") != tree(reference, ".wtok")
     assert transcode(*argv, "--search", 3) == 0
