@@ -126,11 +126,6 @@ class DecoderConfig(_Strict):
     # track jitters from frame to frame, and its voicing misses weakly periodic frames: both
     # cost naturalness (DNSMOS) more than they add precision.
     code_f0: CodeF0 = "next_token"
-    # With codes that carry F0: the F0 the codes give each frame (log, and voiced or not) also
-    # enters the backbone through a 1x1 conv built as zero, so the spectral gain it predicts can
-    # follow the pitch the source will play; without it the backbone sees only the lookup part
-    # and must guess that pitch, and a gain shaped for its guess rings against the played one.
-    f0_input: bool = False
 
 
 class CodecConfig(_Strict):
@@ -169,8 +164,6 @@ class CodecConfig(_Strict):
                 "decoder.code_f0 'smoothed' needs codes that carry F0 (quantizer.f0_scale) and "
                 "decoder.lookahead >= 2 (frame f reads tokens f..f+2)"
             )
-        if self.decoder.f0_input and not self.quantizer.f0_scale:
-            raise ValueError("decoder.f0_input needs codes that carry F0 (quantizer.f0_scale)")
         if self.quantizer.f0_scale and (
             self.decoder.excitation != "harmonic"
             or self.decoder.lookahead < 1

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from codec.config import DecoderConfig
-from codec.excitation import F0_REF_HZ, HarmonicSource
+from codec.excitation import HarmonicSource
 from codec.layers import ConvNeXtBlock, ISTFTHead, LocalAttentionBlock, PaddedConv1d, frame_mask
 from codec.pitch import F0Channel
 
@@ -69,11 +68,6 @@ class Decoder(nn.Module):
         )
         if self.embed_future is not None:
             nn.init.zeros_(self.embed_future.weight)
-        # Built as zero for the same reason: added to a trained decoder, it starts as a no-op.
-        self.embed_f0 = nn.Conv1d(2, cfg.dim, 1) if cfg.f0_input else None
-        if self.embed_f0 is not None:
-            nn.init.zeros_(self.embed_f0.weight)
-            nn.init.zeros_(self.embed_f0.bias)
         layers: list[nn.Module] = []
         for i in range(cfg.num_layers):
             layers.append(ConvNeXtBlock(cfg.dim, cfg.intermediate_dim, cfg.kernel_size, causal))
@@ -102,15 +96,6 @@ class Decoder(nn.Module):
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         return norm(x.transpose(1, 2)).transpose(1, 2)
-
-    def _with_f0_input(self, x: torch.Tensor, f0: torch.Tensor | None) -> torch.Tensor:
-        """(B, C, F) embedded frames plus, with `f0_input`, the embedding of (B, F) F0 in Hz
-        (0: unvoiced) as log(F0 / 150 Hz) and a voiced flag."""
-        if self.embed_f0 is None or f0 is None:
-            return x
-        voiced = f0 > 0
-        log_f0 = torch.where(voiced, f0.clamp(min=1.0).log() - math.log(F0_REF_HZ), 0.0)
-        return x + self.embed_f0(torch.stack([log_f0, voiced.to(log_f0.dtype)], 1).to(x.dtype))
 
     def forward(
         self,
@@ -145,7 +130,7 @@ class Decoder(nn.Module):
             # Past the end (or an item's length, masked above) the future is zero.
             future = nn.functional.pad(latents[..., 1:], (0, self.lookahead))
             x = x + self.embed_future(future)
-        x = self._norm(self.embed_norm, self._with_f0_input(x, f0))
+        x = self._norm(self.embed_norm, x)
         if mask is not None:
             x = x * mask
         for layer in self.layers:
@@ -180,7 +165,7 @@ class Decoder(nn.Module):
             frames = frames[:, :-1]
         x = self.embed.stream(frames[..., :ready], state.of("embed"))
         x = x + self.embed_future(frames[..., 1 : ready + self.lookahead])
-        return self._stream_embedded(self._with_f0_input(x, f0), state, f0)
+        return self._stream_embedded(x, state, f0)
 
     def end_latents(self, like: torch.Tensor, frames: int) -> torch.Tensor:
         """(B, D, frames) latents for frames past the end, as offline decoding sees them: zero,

@@ -24,14 +24,12 @@ class Growth(NamedTuple):
     lookahead_frames: int  # future frames added to the decoder's lookahead
     encoder_lookahead_frames: int  # future frames added to the encoder's lookahead
     pitch_branch: bool  # a pitch branch added to the encoder
-    f0_input: bool = False  # the codes' F0 added to the decoder's input
 
     def describe(self) -> str:
         """For the log line: e.g. " (+2 decoder blocks, no-ops at start)"; "" if nothing grew."""
         parts = [f"+{self.decoder_blocks} decoder blocks"] if self.decoder_blocks else []
         parts += ["+spectral branch"] if self.spectral_branch else []
         parts += ["+pitch branch"] if self.pitch_branch else []
-        parts += ["+F0 input"] if self.f0_input else []
         if self.lookahead_frames:
             parts.append(f"+{self.lookahead_frames} decoder lookahead frames")
         if self.encoder_lookahead_frames:
@@ -52,15 +50,10 @@ def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
     a_ahead, b_ahead = a["decoder"].pop("lookahead"), b["decoder"].pop("lookahead")
     a_enc_ahead, b_enc_ahead = a["encoder"].pop("lookahead"), b["encoder"].pop("lookahead")
     a_pitch, b_pitch = a["encoder"].pop("pitch_branch"), b["encoder"].pop("pitch_branch")
-    a_f0_in, b_f0_in = a["decoder"].pop("f0_input"), b["decoder"].pop("f0_input")
     # Noise phases add no weights (not a no-op, though: see DecoderConfig.noise_above_hz).
     a["decoder"].pop("noise_above_hz"), b["decoder"].pop("noise_above_hz")
     shrinks = (
-        a_pitch > b_pitch
-        or a_f0_in > b_f0_in
-        or b_layers < a_layers
-        or b_ahead < a_ahead
-        or b_enc_ahead < a_enc_ahead
+        a_pitch > b_pitch or b_layers < a_layers or b_ahead < a_ahead or b_enc_ahead < a_enc_ahead
     )
     if a != b or shrinks or (a_bins and a_bins != b_bins):
         return None
@@ -70,7 +63,6 @@ def _growth(source: CodecConfig, target: CodecConfig) -> Growth | None:
         b_ahead - a_ahead,
         b_enc_ahead - a_enc_ahead,
         b_pitch and not a_pitch,
-        b_f0_in and not a_f0_in,
     )
 
 
@@ -97,6 +89,6 @@ def grow_from(codec: Codec, source: Codec) -> Growth | None:
         for block in codec.decoder.layers[len(source.decoder.layers) :]:
             # A zero layer scale makes each added block the identity.
             block.gamma.zero_()
-    # A new branch (spectral or pitch), lookahead conv or F0 input needs nothing more: each is built to
+    # A new branch (spectral or pitch) or lookahead conv needs nothing more: each is built to
     # output zero.
     return growth

@@ -145,24 +145,19 @@ def lookahead_codec(lookahead: int = 2, seed: int = 0) -> Codec:
     return model
 
 
-def f0_codebook_config(
-    f0_scale: float = 4.0, code_f0: str = "next_token", f0_input: bool = False
-) -> CodecConfig:
+def f0_codebook_config(f0_scale: float = 4.0, code_f0: str = "next_token") -> CodecConfig:
     """`tiny_causal` with a harmonic source, a decoder lookahead of 2 and codes that carry F0."""
     data = CodecConfig.named("wavtok-tiny-causal").model_dump()
     data["name"] = "wavtok-tiny-causal-f0"
-    data["decoder"].update(excitation="harmonic", lookahead=2, code_f0=code_f0, f0_input=f0_input)
+    data["decoder"].update(excitation="harmonic", lookahead=2, code_f0=code_f0)
     data["quantizer"]["f0_scale"] = f0_scale
     return CodecConfig.model_validate(data)
 
 
-def f0_codec(code_f0: str, f0_input: bool = False) -> Codec:
-    model = make_codec(f0_codebook_config(code_f0=code_f0, f0_input=f0_input))
+def f0_codec(code_f0: str) -> Codec:
+    model = make_codec(f0_codebook_config(code_f0=code_f0))
     with torch.no_grad():
         model.decoder.embed_future.weight.normal_(0, 0.5)
-        if f0_input:
-            # As after training: the codes' F0 changes what the backbone computes.
-            model.decoder.embed_f0.weight.normal_(0, 0.5)
         model.decoder.head.source.gain.bias.zero_()
         # Voicing logits of either sign, so that the decoder's own voicing decides something.
         model.decoder.head.source.pitch.weight.mul_(100)
@@ -177,11 +172,6 @@ def tiny_causal_f0() -> Codec:
 @pytest.fixture(scope="session")
 def tiny_causal_f0_smoothed() -> Codec:
     return f0_codec("smoothed")
-
-
-@pytest.fixture(scope="session")
-def tiny_causal_f0_input() -> Codec:
-    return f0_codec("smoothed", f0_input=True)
 
 
 @pytest.fixture(scope="session")

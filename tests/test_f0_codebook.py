@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
-from conftest import assert_same_audio, f0_codebook_config, make_codec, speechlike
+from conftest import assert_same_audio, f0_codebook_config, speechlike
 from test_streaming import chunk_sizes
 
 from codec import Codec
 from codec.config import CodecConfig
-from codec.growth import grow_from
 from codec.pitch import F0Channel, PitchStreamState
 
 
@@ -96,9 +95,7 @@ def test_smoothed_code_f0_plays_at_the_decoders_own_voicing(tiny_causal_f0_smoot
         assert not torch.equal(audio, decoder(latents, f0=code_hz))
 
 
-@pytest.mark.parametrize(
-    "fixture", ["tiny_causal_f0", "tiny_causal_f0_smoothed", "tiny_causal_f0_input"]
-)
+@pytest.mark.parametrize("fixture", ["tiny_causal_f0", "tiny_causal_f0_smoothed"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_streamed_decode_equals_offline(request, fixture: str, seed: int):
     model: Codec = request.getfixturevalue(fixture)
@@ -141,28 +138,3 @@ def test_smoothed_code_f0_needs_f0_codes_and_two_tokens_ahead(change: dict):
         data[part].update(values)
     with pytest.raises(ValueError, match="code_f0"):
         CodecConfig.model_validate(data)
-
-
-def test_f0_input_needs_f0_codes():
-    data = f0_codebook_config(f0_input=True).model_dump()
-    data["quantizer"]["f0_scale"] = 0.0
-    with pytest.raises(ValueError, match="f0_input"):
-        CodecConfig.model_validate(data)
-
-
-def test_f0_input_grows_from_a_trained_f0_model_as_a_no_op(
-    tiny_causal_f0_smoothed: Codec, tiny_causal_f0_input: Codec
-):
-    """Added by `--init-from`, the F0 input starts at zero: the grown model decodes exactly as
-    its source; with weights (as trained) the codes' F0 changes the backbone's output."""
-    source = tiny_causal_f0_smoothed
-    grown = make_codec(f0_codebook_config(code_f0="smoothed", f0_input=True), seed=5)
-    growth = grow_from(grown, source)
-    assert growth is not None and growth.f0_input and "+F0 input" in growth.describe()
-    codes, _ = source.encode(speechlike(source.hop_length * 30, seed=2))
-    assert torch.equal(grown.decode(codes)[0], source.decode(codes)[0])
-    with torch.no_grad():
-        grown.decoder.embed_f0.weight.copy_(tiny_causal_f0_input.decoder.embed_f0.weight)
-    assert not torch.allclose(grown.decode(codes)[0], source.decode(codes)[0])
-    # Never the other way: a model that reads the F0 does not shrink into one that does not.
-    assert grow_from(source, tiny_causal_f0_input) is None

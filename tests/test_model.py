@@ -113,7 +113,6 @@ def test_batched_encode_equals_single(request: pytest.FixtureRequest, name: str)
         "tiny_causal_lookahead",
         "tiny_causal_f0",
         "tiny_causal_f0_smoothed",
-        "tiny_causal_f0_input",
     ],
 )
 def test_batched_decode_equals_single(request: pytest.FixtureRequest, name: str):
