@@ -37,7 +37,7 @@ def main() -> None:
     from codec.audio import load_mono
     from codec.metrics import mean_scores, score_clip
     from codec.model import Codec
-    from codec.search import search_encode, settings_from
+    from codec.search import encode_with, settings_from
 
     codec = Codec.from_pretrained(args.model)
     paths = sorted(Path(args.data).glob("*.wav"))
@@ -55,9 +55,7 @@ def main() -> None:
         settings = settings_from(k, codec.config) if k > 1 else None
 
         def encode(wav, lengths=None, settings=settings):
-            if settings is None:
-                return codec.encode(wav, lengths)
-            return search_encode(codec, wav, lengths, settings)
+            return encode_with(codec, wav, lengths, settings)
 
         start = time.perf_counter()
         codes = [encode(w[None, None])[0] for w in wavs]

@@ -119,14 +119,10 @@ def _load_input(codec: Codec, path: str | Path) -> torch.Tensor:
 def _encode(codec: Codec, wav: torch.Tensor, search: int = 0) -> tuple[torch.Tensor, TokenHeader]:
     """(T,) samples -> ((F,) int64 ids, header recording the original length T); `search`:
     candidates per frame for `codec.search.search_encode` (0: the nearest code)."""
-    from codec.search import search_encode, settings_from
+    from codec.search import encode_with, settings_from
     from codec.tokenfile import TokenHeader
 
-    settings = settings_from(search, codec.config)
-    if settings is None:
-        codes, _ = codec.encode(wav)
-    else:
-        codes, _ = search_encode(codec, wav, settings=settings)
+    codes, _ = encode_with(codec, wav, None, settings_from(search, codec.config))
     return codes[0], TokenHeader.for_model(codec, wav.shape[-1])
 
 

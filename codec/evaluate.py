@@ -111,7 +111,7 @@ def evaluate_model(
     from codec.metrics import match_length, resample, score_clip
     from codec.quantizer import codebook_usage
     from codec.report import SystemResult
-    from codec.search import search_encode
+    from codec.search import encode_with
     from codec.tokenfile import TokenHeader, dumps
 
     label = codec.name if search is None else f"{codec.name} (search {search.candidates})"
@@ -128,10 +128,7 @@ def evaluate_model(
             wavs = [resample(clips[i].wav, REF_RATE, codec.sample_rate) for i in batch]
             lengths = torch.tensor([w.shape[-1] for w in wavs])
             padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)[:, None]
-            if search is None:
-                codes, code_lengths = codec.encode(padded, lengths)
-            else:
-                codes, code_lengths = search_encode(codec, padded, lengths, search)
+            codes, code_lengths = encode_with(codec, padded, lengths, search)
             audio, sample_lengths = codec.decode(codes, code_lengths, num_samples=lengths)
             for j, i in enumerate(batch):
                 ids = codes[j, : int(code_lengths[j])].cpu()

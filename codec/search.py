@@ -64,6 +64,15 @@ def settings_from(candidates: int, config: CodecConfig) -> SearchSettings | None
     return settings
 
 
+def encode_with(
+    codec, wav: torch.Tensor, lengths: torch.Tensor | None, settings: SearchSettings | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`Codec.encode`, or `search_encode` when `settings` (from `settings_from`) is given."""
+    if settings is None:
+        return codec.encode(wav, lengths)
+    return search_encode(codec, wav, lengths, settings)
+
+
 class _LogMel(torch.nn.Module):
     """(N, T) samples -> (N, MEL_BANDS, T / hop - 1) log-mel, frames of two hops, no padding,
     so mel frame j covers token frames j and j + 1 of its input."""
@@ -98,7 +107,7 @@ def search_encode(
     # Each item's candidates' latents, item-major rows (b * k + j), and past an item's end the
     # latents offline decoding sees there, so that trials end as a decode of that item ends.
     cand = codec.quantizer.decode(top.transpose(1, 2).reshape(batch * k, n_frames))
-    cand = torch.cat([cand, decoder.end_latents(cand, ahead + 1)], -1)
+    cand = torch.nn.functional.pad(cand, (0, ahead + 1))
     past_end = torch.arange(n_frames + ahead + 1, device=cand.device) >= frames[:, None]
     past_end = past_end.repeat_interleave(k, 0)[:, None]
     cand = torch.where(past_end, decoder.end_latents(cand, cand.shape[-1]), cand)

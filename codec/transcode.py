@@ -153,8 +153,7 @@ def run_local(
     from codec.model import Codec
     from codec.transcode_core import Processor, load_item
 
-    codec = Codec.from_pretrained(model_dir, device=device)
-    process = Processor(codec, mode, decode_dtype, search)
+    process = Processor(Codec.from_pretrained(model_dir, device=device), mode, decode_dtype, search)
     load = partial(load_item, mode=mode, info=process.info)
     if workers == 0:
         for batch in batches:

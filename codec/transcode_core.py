@@ -25,7 +25,7 @@ import torch
 from codec import precision, tokenfile
 from codec.audio import AudioError, encode_audio_bytes, load_mono
 from codec.config import CodecConfig
-from codec.search import search_encode, settings_from
+from codec.search import encode_with, settings_from
 from codec.transcode import MODES
 
 STATE_DIR = ".wavtok-transcode"
@@ -234,11 +234,9 @@ class Processor:
         batch = torch.zeros(len(wavs), 1, int(lengths.max()))
         for i, w in enumerate(wavs):
             batch[i, 0, : w.shape[0]] = torch.from_numpy(w)
-        batch = batch.to(self.codec.device)
-        if self.search is None:
-            codes, code_lengths = self.codec.encode(batch, lengths)
-        else:
-            codes, code_lengths = search_encode(self.codec, batch, lengths, self.search)
+        codes, code_lengths = encode_with(
+            self.codec, batch.to(self.codec.device), lengths, self.search
+        )
         codes = codes.cpu().numpy()
         return [codes[i, :n] for i, n in enumerate(code_lengths.tolist())]
 

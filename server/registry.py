@@ -19,7 +19,7 @@ import torch
 
 from codec.model import Codec, resolve_model_dir
 from codec.precision import decode_autocast, decode_dtype
-from codec.search import search_encode, settings_from
+from codec.search import encode_with, settings_from
 from server import errors
 from server.batching import DynamicBatcher
 from server.metrics import Metrics
@@ -122,12 +122,12 @@ class ModelRunner:
                 wav = torch.zeros(len(group), 1, max(lengths[i] for i in group))
                 for row, i in enumerate(group):
                     wav[row, 0, : lengths[i]] = items[i].wav
-                group_lengths = torch.tensor([lengths[i] for i in group])
-                if search:
-                    settings = settings_from(search, self.codec.config)
-                    codes, code_lengths = search_encode(self.codec, wav, group_lengths, settings)
-                else:
-                    codes, code_lengths = self.codec.encode(wav, group_lengths)
+                codes, code_lengths = encode_with(
+                    self.codec,
+                    wav,
+                    torch.tensor([lengths[i] for i in group]),
+                    settings_from(search, self.codec.config),
+                )
                 codes = codes.cpu().numpy()
                 for row, i in enumerate(group):
                     results[i] = codes[row, : int(code_lengths[row])].astype(np.int64)
