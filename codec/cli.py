@@ -27,7 +27,6 @@ PROG = "wavtok"
 EXTENSION_MODULES = [
     "codec.evaluate",
     "codec.train_cli",
-    "codec.distill_cli",
     "codec.data",
     "codec.transcode",
     "server.main",

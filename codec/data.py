@@ -26,7 +26,7 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-def forbid_test_data(path: Path) -> None:
+def _forbid_test_data(path: Path) -> None:
     # The shared test set is for evaluation only; training on it would make every figure a lie.
     if "/data/test/" in str(path.resolve()) + "/":
         raise ValueError(f"{path}: refusing to train on the held-out test set")
@@ -51,7 +51,7 @@ def prepare(
     """Resample every readable, non-silent file to mono `sample_rate`, split it into segments
     of at most `segment_seconds`, and write them plus `manifest.jsonl` under `out`."""
     for src in sources:
-        forbid_test_data(src)
+        _forbid_test_data(src)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     seg_len, min_len = int(segment_seconds * sample_rate), int(min_seconds * sample_rate)
     rows, skipped = [], 0
@@ -108,7 +108,7 @@ class SegmentDataset:
         for manifest in manifests:
             root = manifest.parent if manifest.is_file() else manifest
             manifest = manifest if manifest.is_file() else manifest / MANIFEST
-            forbid_test_data(root)
+            _forbid_test_data(root)
             for row in manifest_rows(manifest):
                 wav, _ = load_mono(root / row["path"], sample_rate)
                 self.clips.append((wav.clamp(-1, 1) * 32767).round().to(torch.int16))
