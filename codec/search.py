@@ -16,6 +16,7 @@ the trials continue a streaming decoder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,10 @@ from codec.config import CodecConfig
 from codec.decoder import DecoderStreamState
 
 MEL_BANDS = 80
+
+
+class SearchStopped(Exception):
+    """`search_encode` gave up because its `should_stop` said so (e.g. its client left)."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,16 @@ def settings_from(candidates: int, config: CodecConfig) -> SearchSettings | None
 
 
 def encode_with(
-    codec, wav: torch.Tensor, lengths: torch.Tensor | None, settings: SearchSettings | None
+    codec,
+    wav: torch.Tensor,
+    lengths: torch.Tensor | None,
+    settings: SearchSettings | None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`Codec.encode`, or `search_encode` when `settings` (from `settings_from`) is given."""
     if settings is None:
         return codec.encode(wav, lengths)
-    return search_encode(codec, wav, lengths, settings)
+    return search_encode(codec, wav, lengths, settings, should_stop)
 
 
 class _LogMel(torch.nn.Module):
@@ -89,11 +98,18 @@ class _LogMel(torch.nn.Module):
 
 @torch.inference_mode()
 def search_encode(
-    codec, wav: torch.Tensor, lengths: torch.Tensor | None = None, settings=SearchSettings()
+    codec,
+    wav: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    settings=SearchSettings(),
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 1, T) samples at the codec's rate -> ((B, F) int64 token ids, (B,) frame counts),
     as `Codec.encode` returns them, each id chosen by analysis-by-synthesis (module docstring).
-    Ids past an item's frame count are 0. Each item's ids equal those of searching it alone."""
+    Ids past an item's frame count are 0. Each item's ids equal those of searching it alone.
+
+    A search takes about twice the audio's duration on a CPU; `should_stop`, asked before each
+    frame, lets a caller abandon it (`SearchStopped`), e.g. when nobody waits for the result."""
     if not codec.causal:
         raise ValueError(f"model {codec.name!r} is not causal; search encoding needs a causal one")
     decoder = codec.decoder
@@ -120,6 +136,8 @@ def search_encode(
     chosen = torch.zeros(batch, n_frames, dtype=torch.long, device=cand.device)
     state = DecoderStreamState()
     for f in range(n_frames):
+        if should_stop is not None and should_stop():
+            raise SearchStopped(f"search stopped at frame {f} of {n_frames}")
         trial = state.repeat_items(k)
         tokens = torch.cat(
             [cand[..., f : f + 1], nearest[..., f + 1 : f + 1 + ahead].repeat_interleave(k, 0)],

@@ -127,27 +127,30 @@ def _check_rate(rate: int, target: int) -> None:
         )
 
 
-def _prepare_audio(data: bytes, runner: ModelRunner, max_seconds: float) -> torch.Tensor:
+def _prepare_audio(
+    data: bytes, runner: ModelRunner, max_seconds: float, limit_name: str = ""
+) -> torch.Tensor:
     if not data:
         raise errors.invalid_audio("request body is empty")
     target = runner.codec.sample_rate
+
+    def too_long(seconds: float) -> errors.APIError:
+        return errors.invalid_audio(
+            f"audio is {seconds:.1f} s long; the limit{limit_name} is {max_seconds} s"
+        )
+
     try:
         # The header alone tells the length; refuse long audio before decoding all of it.
         info = sf.info(io.BytesIO(data))
     except Exception:  # unreadable: read_audio below gives the user-facing reason
         info = None
     if info is not None and info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
-        raise errors.invalid_audio(
-            f"audio is {info.frames / info.samplerate:.1f} s long; the limit is {max_seconds} s"
-        )
+        raise too_long(info.frames / info.samplerate)
     try:
         wav, sr = read_audio(data)
         _check_rate(sr, target)
-        seconds = wav.shape[-1] / sr
-        if seconds > max_seconds:
-            raise errors.invalid_audio(
-                f"audio is {seconds:.1f} s long; the limit is {max_seconds} s"
-            )
+        if wav.shape[-1] / sr > max_seconds:
+            raise too_long(wav.shape[-1] / sr)
         return to_mono(wav, sr, target)
     except AudioError as e:
         # libsndfile names the in-memory buffer object; that means nothing to a client.
@@ -256,7 +259,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data = await request.body()
         else:
             raise errors.unsupported_media(media, [*AUDIO_TYPES, "multipart/form-data"])
-        wav = await run_in_threadpool(_prepare_audio, data, runner, settings.max_audio_seconds)
+        limit, limit_name = settings.max_audio_seconds, ""
+        if search and settings.max_search_audio_seconds < limit:
+            limit = settings.max_search_audio_seconds
+            limit_name = " for search encoding (WAVTOK_MAX_SEARCH_AUDIO_SECONDS)"
+        wav = await run_in_threadpool(_prepare_audio, data, runner, limit, limit_name)
         codes = await _until_done_or_gone(request, runner.encode(wav, search))
         c = runner.codec
         if TOKEN_TYPE in request.headers.get("accept", ""):

@@ -2,16 +2,19 @@
 
 Each served model gets a `ModelRunner`: one single-thread executor (a model runs one batch at a
 time; parallel batches would only fight over the same cores or GPU), an encode batcher and a
-decode batcher. Streaming steps run on a separate, shared pool so that real-time streams do not
-queue behind large offline batches.
+decode batcher. Search encoding (`?search=N`) costs hundreds of times a plain encode, so it has
+its own batcher on its own single-thread executor: a long search slows plain requests (they
+share the cores) but never makes them wait for it to end. Streaming steps run on a separate,
+shared pool so that real-time streams do not queue behind large offline batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,8 @@ _BATCH_BUDGET_SECONDS = 120.0
 class EncodeItem:
     wav: torch.Tensor  # (T,) float32 at the model's rate
     search: int = 0  # candidates per frame for search encoding (codec/search.py); 0: nearest
+    # Set when nobody waits for the result any more; a running search then stops.
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -64,12 +69,18 @@ class ModelRunner:
         self.name = codec.name
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"wavtok-{self.name}")
+        self.search_executor = ThreadPoolExecutor(
+            1, thread_name_prefix=f"wavtok-{self.name}-search"
+        )
         self._decode_dtype = decode_dtype(settings.dtype, codec.device)
         self._budget = int(_BATCH_BUDGET_SECONDS * codec.sample_rate)
-        self.encoder = self._batcher("encode", self._encode_batch, settings)
-        self.decoder = self._batcher("decode", self._decode_batch, settings)
+        self.encoder = self._batcher("encode", self._encode_batch, settings, self.executor)
+        self.decoder = self._batcher("decode", self._decode_batch, settings, self.executor)
+        self.searcher = self._batcher("search", self._encode_batch, settings, self.search_executor)
 
-    def _batcher(self, op: str, fn, settings: Settings) -> DynamicBatcher:
+    def _batcher(
+        self, op: str, fn, settings: Settings, executor: ThreadPoolExecutor
+    ) -> DynamicBatcher:
         size = self.metrics.batch_size.labels(self.name, op)
         seconds = self.metrics.batch_seconds.labels(self.name, op)
         depth = self.metrics.queue_depth.labels(self.name, op)
@@ -80,7 +91,7 @@ class ModelRunner:
 
         return DynamicBatcher(
             fn,
-            self.executor,
+            executor,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
@@ -127,6 +138,7 @@ class ModelRunner:
                     wav,
                     torch.tensor([lengths[i] for i in group]),
                     settings_from(search, self.codec.config),
+                    lambda group=group: all(items[i].abandoned.is_set() for i in group),
                 )
                 codes = codes.cpu().numpy()
                 for row, i in enumerate(group):
@@ -163,7 +175,12 @@ class ModelRunner:
     async def encode(self, wav: torch.Tensor, search: int = 0) -> np.ndarray:
         """(T,) samples at the model's rate -> (F,) int64 codes; `search` > 0 picks them by
         `codec.search.search_encode` with that many candidates per frame."""
-        codes = await self.encoder.submit(EncodeItem(wav, search))
+        item = EncodeItem(wav, search)
+        try:
+            codes = await (self.searcher if search else self.encoder).submit(item)
+        except asyncio.CancelledError:
+            item.abandoned.set()
+            raise
         self.metrics.audio_seconds.labels(self.name, "encode", "http").inc(
             wav.shape[-1] / self.codec.sample_rate
         )
@@ -196,8 +213,10 @@ class ModelRunner:
 
     async def close(self) -> None:
         await self.encoder.close()
+        await self.searcher.close()
         await self.decoder.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.search_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def resolve(spec: str, models_dir: Path | None) -> Path:
@@ -249,6 +268,7 @@ class ModelRegistry:
             return
         for runner in self.runners.values():
             runner.encoder.start()
+            runner.searcher.start()
             runner.decoder.start()
         self.ready = True
         self.metrics.ready.set(1)

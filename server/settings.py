@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1)
     max_audio_seconds: float = Field(600.0, gt=0)
+    max_search_audio_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Longest audio per search-encoding request (?search=N). A search takes "
+        "about twice the audio's duration on 2 CPU cores at N = 8, and longer at larger N.",
+    )
     max_streams: int = Field(16, ge=0, description="Concurrent WebSocket streams.")
     stream_workers: int = Field(4, ge=1, description="Threads running streaming steps.")
     stream_idle_timeout_s: float = Field(30.0, gt=0)

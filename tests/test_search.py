@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import speechlike
@@ -9,7 +10,7 @@ from test_streaming import chunk_sizes
 
 from codec import Codec
 from codec.decoder import DecoderStreamState
-from codec.search import SearchSettings, _LogMel, search_encode
+from codec.search import SearchSettings, SearchStopped, _LogMel, search_encode
 
 MODELS = ["tiny_causal", "tiny_causal_lookahead", "tiny_causal_f0_smoothed"]
 
@@ -103,3 +104,41 @@ def test_a_repeated_stream_state_continues_each_copy_as_the_original(
     together = decoder.stream(latents.repeat(3, 1, 1), copies)
     for row in together:
         torch.testing.assert_close(row, alone[0], atol=1e-5, rtol=0)
+
+
+def test_a_search_stops_when_asked(tiny_causal: Codec):
+    """`should_stop` is asked before each frame; the search ends there with SearchStopped."""
+    wav = speechlike(tiny_causal.hop_length * 20, seed=4)
+    asked = []
+
+    def after_five() -> bool:
+        asked.append(1)
+        return len(asked) > 5
+
+    with pytest.raises(SearchStopped, match="frame 5 of 20"):
+        search_encode(tiny_causal, wav, settings=_settings(tiny_causal), should_stop=after_five)
+    codes, _ = search_encode(
+        tiny_causal, wav, settings=_settings(tiny_causal), should_stop=lambda: False
+    )
+    assert torch.equal(codes, search_encode(tiny_causal, wav, settings=_settings(tiny_causal))[0])
+
+
+def test_the_server_stops_a_search_nobody_waits_for(tiny_causal: Codec):
+    """A batch whose requests were all abandoned (clients gone) stops; one still wanted runs."""
+    from server.metrics import Metrics
+    from server.registry import EncodeItem, ModelRunner
+    from server.settings import Settings
+
+    runner = ModelRunner(tiny_causal, Settings(_env_file=None), Metrics())
+    try:
+        wav = speechlike(tiny_causal.hop_length * 12, seed=5)
+        gone = EncodeItem(wav, search=3)
+        gone.abandoned.set()
+        assert isinstance(runner._encode_batch([gone])[0], SearchStopped)
+        wanted = EncodeItem(wav, search=3)
+        alone = runner._encode_batch([wanted])[0]
+        together = runner._encode_batch([gone, wanted])
+        assert isinstance(alone, np.ndarray) and np.array_equal(together[1], alone)
+    finally:
+        runner.executor.shutdown()
+        runner.search_executor.shutdown()

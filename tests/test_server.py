@@ -10,6 +10,7 @@ import io
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -136,6 +137,26 @@ def test_encode_with_search_matches_the_library_search(client, server, codec):
             params={"search": bad},
         )
         assert r.status_code == 422 and "search" in r.text
+
+
+def test_plain_requests_do_not_wait_for_a_search(client, server):
+    """Searches run on their own worker: while it is busy, plain encodes and decodes finish
+    and a search waits."""
+    runner = next(iter(server[1].state.registry.runners.values()))
+    gate = threading.Event()
+    busy = runner.search_executor.submit(gate.wait, 30)
+    data = audio_file(pcm(0.3, seed=5))
+    with ThreadPoolExecutor(1) as pool:
+        searched = pool.submit(client.encode, data, search=2)
+        try:
+            plain = client.encode(data)
+            assert len(client.decode(plain.codes)) > 0
+            time.sleep(0.2)
+            assert not searched.done()
+        finally:
+            gate.set()
+        assert searched.result(timeout=30).num_frames == plain.num_frames
+    busy.result()
 
 
 def test_encode_downmixes_and_resamples(client, codec, tmp_path):

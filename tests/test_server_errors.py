@@ -38,6 +38,7 @@ def server(tmp_path_factory):
         api_keys=[KEY],
         max_body_bytes=MAX_BODY,
         max_audio_seconds=2.0,
+        max_search_audio_seconds=0.5,
         max_queue=1,
         max_batch_size=1,
         max_wait_ms=0,
@@ -116,6 +117,14 @@ def test_body_too_large(server, http):
     assert "content-length" not in r.request.headers
     check_error(r, 413, "body_too_large")
     check_error(http.post("/v1/decode", json={"codes": [1] * 100_000}), 413)
+
+
+def test_search_has_its_own_length_limit(http):
+    """Search encoding costs hundreds of times a plain encode: it gets a shorter limit."""
+    message = check_error(post_encode(http, wav(1.0), params={"search": 2}), 422, "invalid_audio")
+    assert "for search encoding" in message and "0.5 s" in message
+    assert post_encode(http, wav(1.0)).status_code == 200
+    assert post_encode(http, wav(0.4), params={"search": 2}).status_code == 200
 
 
 def test_unsupported_media_type(http):
