@@ -122,7 +122,20 @@ def _encode(codec: Codec, wav: torch.Tensor, search: int = 0) -> tuple[torch.Ten
     from codec.search import encode_with, settings_from
     from codec.tokenfile import TokenHeader
 
-    codes, _ = encode_with(codec, wav, None, settings_from(search, codec.config))
+    settings = settings_from(search, codec.config)
+    if settings is None:
+        codes, _ = codec.encode(wav)
+    else:
+        from tqdm import tqdm
+
+        # A search takes minutes on a long file: show how far it is (on a terminal only).
+        with tqdm(desc="search", unit="frame", file=sys.stderr, disable=None) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            codes, _ = encode_with(codec, wav, None, settings, progress=progress)
     return codes[0], TokenHeader.for_model(codec, wav.shape[-1])
 
 

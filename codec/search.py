@@ -75,11 +75,12 @@ def encode_with(
     lengths: torch.Tensor | None,
     settings: SearchSettings | None,
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`Codec.encode`, or `search_encode` when `settings` (from `settings_from`) is given."""
     if settings is None:
         return codec.encode(wav, lengths)
-    return search_encode(codec, wav, lengths, settings, should_stop)
+    return search_encode(codec, wav, lengths, settings, should_stop, progress)
 
 
 class _LogMel(torch.nn.Module):
@@ -103,13 +104,15 @@ def search_encode(
     lengths: torch.Tensor | None = None,
     settings=SearchSettings(),
     should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 1, T) samples at the codec's rate -> ((B, F) int64 token ids, (B,) frame counts),
     as `Codec.encode` returns them, each id chosen by analysis-by-synthesis (module docstring).
     Ids past an item's frame count are 0. Each item's ids equal those of searching it alone.
 
     A search takes about twice the audio's duration on a CPU; `should_stop`, asked before each
-    frame, lets a caller abandon it (`SearchStopped`), e.g. when nobody waits for the result."""
+    frame, lets a caller abandon it (`SearchStopped`), e.g. when nobody waits for the result,
+    and `progress(frames_done, frames)` is told after each frame."""
     if not codec.causal:
         raise ValueError(f"model {codec.name!r} is not causal; search encoding needs a causal one")
     decoder = codec.decoder
@@ -157,5 +160,7 @@ def search_encode(
             pick = error.reshape(batch, k).argmin(-1)
         chosen[:, f] = top[:, f].gather(-1, pick[:, None])[:, 0]
         decoder.stream(cand[rows + pick, :, f : f + 1], state)
+        if progress is not None:
+            progress(f + 1, n_frames)
     chosen = chosen.masked_fill(torch.arange(n_frames, device=cand.device) >= frames[:, None], 0)
     return chosen, frames

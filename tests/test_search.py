@@ -106,8 +106,9 @@ def test_a_repeated_stream_state_continues_each_copy_as_the_original(
         torch.testing.assert_close(row, alone[0], atol=1e-5, rtol=0)
 
 
-def test_a_search_stops_when_asked(tiny_causal: Codec):
-    """`should_stop` is asked before each frame; the search ends there with SearchStopped."""
+def test_a_search_stops_when_asked_and_reports_progress(tiny_causal: Codec):
+    """`should_stop` is asked before each frame (the search ends there with SearchStopped);
+    `progress` hears of every frame done."""
     wav = speechlike(tiny_causal.hop_length * 20, seed=4)
     asked = []
 
@@ -117,10 +118,16 @@ def test_a_search_stops_when_asked(tiny_causal: Codec):
 
     with pytest.raises(SearchStopped, match="frame 5 of 20"):
         search_encode(tiny_causal, wav, settings=_settings(tiny_causal), should_stop=after_five)
+    seen: list[tuple[int, int]] = []
     codes, _ = search_encode(
-        tiny_causal, wav, settings=_settings(tiny_causal), should_stop=lambda: False
+        tiny_causal,
+        wav,
+        settings=_settings(tiny_causal),
+        should_stop=lambda: False,
+        progress=lambda done, frames: seen.append((done, frames)),
     )
     assert torch.equal(codes, search_encode(tiny_causal, wav, settings=_settings(tiny_causal))[0])
+    assert seen == [(f, 20) for f in range(1, 21)]
 
 
 def test_the_server_stops_a_search_nobody_waits_for(tiny_causal: Codec):
