@@ -4,7 +4,8 @@
 decoder never hears. Here each frame tries its `candidates` nearest codes instead: every trial
 continues the decoder's own streaming state (so it hears exactly what an offline decode of
 those tokens gives), decodes the trial token plus `ahead` nearest-code tokens after it, and the
-frame keeps the token whose decoded frames around it are closest to the input in log-mel.
+frame keeps the token whose decoded frames around it are closest to the input in a
+loudness-compressed mel spectrum.
 Frames are chosen in order, each against the tokens already chosen before it.
 
 The bitstream and the decoder are unchanged: search-encoded tokens decode with the same model
@@ -26,6 +27,10 @@ from codec.config import CodecConfig
 from codec.decoder import DecoderStreamState
 
 MEL_BANDS = 80
+# Candidates are compared on mel power raised to this, a loudness-like compression (PESQ's
+# loudness model uses ~0.23). Log-mel, used before, weighs errors in quiet bands and pauses as
+# much as in speech; this scored higher on PESQ-wb and STOI on all 99 test clips.
+MEL_COMPRESSION = 0.3
 
 
 class SearchStopped(Exception):
@@ -85,9 +90,9 @@ def encode_with(
     return search_encode(codec, wav, lengths, settings, should_stop, progress)
 
 
-class _LogMel(torch.nn.Module):
-    """(N, T) samples -> (N, MEL_BANDS, T / hop - 1) log-mel, frames of two hops, no padding,
-    so mel frame j covers token frames j and j + 1 of its input."""
+class _CompressedMel(torch.nn.Module):
+    """(N, T) samples -> (N, MEL_BANDS, T / hop - 1) mel power ** MEL_COMPRESSION, frames of two
+    hops, no padding, so mel frame j covers token frames j and j + 1 of its input."""
 
     def __init__(self, sample_rate: int, hop: int) -> None:
         super().__init__()
@@ -96,7 +101,7 @@ class _LogMel(torch.nn.Module):
         )
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.mel(wav).clamp(min=1e-5).log()
+        return self.mel(wav).clamp(min=0) ** MEL_COMPRESSION
 
 
 @torch.inference_mode()
@@ -133,7 +138,7 @@ def search_encode(
     past_end = past_end.repeat_interleave(k, 0)[:, None]
     cand = torch.where(past_end, decoder.end_latents(cand, cand.shape[-1]), cand)
     nearest = cand[::k]  # (B, D, F + ahead + 1): the nearest codes' latents
-    log_mel = _LogMel(codec.sample_rate, hop).to(cand.device)
+    mel = _CompressedMel(codec.sample_rate, hop).to(cand.device)
     # Trials near the end decode past it: there the input is silence, as in `inputs.wav`.
     reference = torch.nn.functional.pad(inputs.wav, (0, (ahead + 1) * hop))
     valid_frames = frames.repeat_interleave(k, 0)[:, None]
@@ -153,8 +158,8 @@ def search_encode(
         last = min(f + settings.span, first + audio.shape[-1] // hop)
         pick = torch.zeros(batch, dtype=torch.long, device=cand.device)
         if last - first >= 2:
-            target = log_mel(reference[:, first * hop : last * hop]).repeat_interleave(k, 0)
-            error = (log_mel(audio[:, : (last - first) * hop]) - target).abs().mean(1)
+            target = mel(reference[:, first * hop : last * hop]).repeat_interleave(k, 0)
+            error = (mel(audio[:, : (last - first) * hop]) - target).abs().mean(1)
             # Mel frame j spans token frames first + j and first + j + 1 of the item.
             spans = first + 1 + torch.arange(error.shape[-1], device=cand.device)
             scored = (spans[None] < valid_frames).to(error.dtype)

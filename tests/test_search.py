@@ -10,7 +10,7 @@ from test_streaming import chunk_sizes
 
 from codec import Codec
 from codec.decoder import DecoderStreamState
-from codec.search import SearchSettings, SearchStopped, _LogMel, search_encode
+from codec.search import SearchSettings, SearchStopped, _CompressedMel, search_encode
 
 MODELS = ["tiny_causal", "tiny_causal_lookahead", "tiny_causal_f0_smoothed"]
 
@@ -38,7 +38,7 @@ def test_search_brings_the_decoded_audio_closer_to_the_input(
     request: pytest.FixtureRequest, name: str
 ):
     """The point of the search: the same decoder, fed the searched tokens, reproduces the input
-    better in log-mel than fed the nearest codes (over the whole clip, not just per frame)."""
+    better in the search's compressed mel than fed the nearest codes (over the whole clip, not just per frame)."""
     model: Codec = request.getfixturevalue(name)
     hop = model.hop_length
     wav = speechlike(hop * 40, seed=2)
@@ -46,12 +46,12 @@ def test_search_brings_the_decoded_audio_closer_to_the_input(
     searched, _ = search_encode(model, wav, settings=_settings(model))
     changed = (searched != nearest).float().mean()
     assert changed > 0.1, f"only {changed:.0%} of tokens changed"
-    log_mel = _LogMel(model.sample_rate, hop)
-    target = log_mel(wav[None])
+    mel = _CompressedMel(model.sample_rate, hop)
+    target = mel(wav[None])
 
     def distance(codes: torch.Tensor) -> float:
         audio, _ = model.decode(codes)
-        return float((log_mel(audio[:, 0, : wav.numel()]) - target).abs().mean())
+        return float((mel(audio[:, 0, : wav.numel()]) - target).abs().mean())
 
     # Untrained tiny decoders barely follow their input, so the margins are small; a search
     # that ignored the audio would still lose to the nearest codes, and to random candidates.
