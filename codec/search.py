@@ -117,7 +117,7 @@ def search_encode(
     as `Codec.encode` returns them, each id chosen by analysis-by-synthesis (module docstring).
     Ids past an item's frame count are 0. Each item's ids equal those of searching it alone.
 
-    A search takes about twice the audio's duration on a CPU; `should_stop`, asked before each
+    A search takes about 1.5 times the audio's duration on a CPU; `should_stop`, asked before each
     frame, lets a caller abandon it (`SearchStopped`), e.g. when nobody waits for the result,
     and `progress(frames_done, frames)` is told after each frame."""
     if not codec.causal:
