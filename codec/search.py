@@ -140,7 +140,9 @@ def search_encode(
     nearest = cand[::k]  # (B, D, F + ahead + 1): the nearest codes' latents
     mel = _CompressedMel(codec.sample_rate, hop).to(cand.device)
     # Trials near the end decode past it: there the input is silence, as in `inputs.wav`.
-    reference = torch.nn.functional.pad(inputs.wav, (0, (ahead + 1) * hop))
+    # Mel frames are hop-aligned, so the input's are computed once: frame j spans token frames
+    # j and j + 1, whichever trial window it falls in.
+    reference_mel = mel(torch.nn.functional.pad(inputs.wav, (0, (ahead + 1) * hop)))
     valid_frames = frames.repeat_interleave(k, 0)[:, None]
     rows = torch.arange(batch, device=cand.device) * k
     chosen = torch.zeros(batch, n_frames, dtype=torch.long, device=cand.device)
@@ -158,7 +160,7 @@ def search_encode(
         last = min(f + settings.span, first + audio.shape[-1] // hop)
         pick = torch.zeros(batch, dtype=torch.long, device=cand.device)
         if last - first >= 2:
-            target = mel(reference[:, first * hop : last * hop]).repeat_interleave(k, 0)
+            target = reference_mel[..., first : last - 1].repeat_interleave(k, 0)
             error = (mel(audio[:, : (last - first) * hop]) - target).abs().mean(1)
             # Mel frame j spans token frames first + j and first + j + 1 of the item.
             spans = first + 1 + torch.arange(error.shape[-1], device=cand.device)

@@ -38,7 +38,8 @@ def test_search_brings_the_decoded_audio_closer_to_the_input(
     request: pytest.FixtureRequest, name: str
 ):
     """The point of the search: the same decoder, fed the searched tokens, reproduces the input
-    better in the search's compressed mel than fed the nearest codes (over the whole clip, not just per frame)."""
+    better in the search's compressed mel than fed the nearest codes (over the whole clip, not
+    just per frame)."""
     model: Codec = request.getfixturevalue(name)
     hop = model.hop_length
     wav = speechlike(hop * 40, seed=2)
