@@ -1,13 +1,15 @@
 """Search encoding (codec/search.py): fidelity and encode speed for each number of candidates.
 
-For each `--candidates` value, encodes `--clips` test clips (every n-th of the sorted set, so
-they spread over speakers) one at a time and in one padded batch, decodes them, and prints the
-mean PESQ-wb, STOI, mel L1 and DNSMOS, the share of tokens that differ from the nearest codes,
-and the encode speed as a real-time factor (audio seconds per wall second; 1 = real time).
-1 candidate is the plain nearest-code encoder. `wavtok eval --search N` scores all 99 clips.
+For each `--candidates` value (and each `--beams` width), encodes `--clips` test clips (every
+n-th of the sorted set, so they spread over speakers) one at a time and in one padded batch,
+decodes them, and prints the mean PESQ-wb, STOI, mel L1 and DNSMOS, the share of tokens that
+differ from the nearest codes, and the encode speed as a real-time factor (audio seconds per
+wall second; 1 = real time). 1 candidate is the plain nearest-code encoder.
+`wavtok eval --search N [--beam W]` scores all 99 clips.
 
     python benchmarks/search.py                          # the default model, 1 4 8 16
     python benchmarks/search.py --model wavtok-cpu-75hz-causal-f0 --candidates 1 8 --clips 20
+    python benchmarks/search.py --candidates 8 --beams 1 4        # greedy against a beam of 4
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="wavtok-cpu-75hz-causal")
     parser.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--beams", type=int, nargs="+", default=[1], help="beam widths (default: 1, greedy)"
+    )
     parser.add_argument("--clips", type=int, default=10, help="test clips (default: 10)")
     parser.add_argument("--data", default=str(TEST_CLIPS), help="clip directory")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -47,12 +52,13 @@ def main() -> None:
     wavs = [load_mono(p, codec.sample_rate)[0] for p in paths]
     seconds = sum(w.numel() for w in wavs) / codec.sample_rate
     print(f"{codec.name}: {len(wavs)} clips, {seconds:.1f} s of audio, {args.threads} threads")
-    print("| candidates | PESQ-wb | STOI | mel L1 | DNSMOS | tokens changed | encode x RT | "
-          f"batch {args.batch} x RT |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| candidates | beam | PESQ-wb | STOI | mel L1 | DNSMOS | tokens changed | "
+          f"encode x RT | batch {args.batch} x RT |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     nearest = [codec.encode(w[None, None])[0] for w in wavs]
-    for k in args.candidates:
-        settings = settings_from(k, codec.config) if k > 1 else None
+    trials = [(k, w) for k in args.candidates for w in (args.beams if k > 1 else [1])]
+    for k, beam in trials:
+        settings = settings_from(k, codec.config, beam) if k > 1 else None
 
         def encode(wav, lengths=None, settings=settings):
             return encode_with(codec, wav, lengths, settings)
@@ -78,8 +84,8 @@ def main() -> None:
         m = mean_scores(scores)
         dnsmos = "-" if m["dnsmos"] is None else f"{m['dnsmos']:.3f}"
         print(
-            f"| {k} | {m['pesq_wb']:.3f} | {m['stoi']:.4f} | {m['mel_l1']:.3f} | {dnsmos} | "
-            f"{changed:.0%} | {single:.2f} | {batched:.2f} |",
+            f"| {k} | {beam} | {m['pesq_wb']:.3f} | {m['stoi']:.4f} | {m['mel_l1']:.3f} | "
+            f"{dnsmos} | {changed:.0%} | {single:.2f} | {batched:.2f} |",
             flush=True,
         )
 

@@ -48,6 +48,14 @@ def add_search_argument(parser: argparse.ArgumentParser) -> None:
         "(analysis-by-synthesis: same bitstream, better fidelity, encodes several times "
         "slower; causal models only; 8 is a good choice; default: 0, the nearest code)",
     )
+    parser.add_argument(
+        "--beam",
+        type=int,
+        default=1,
+        metavar="W",
+        help="with --search: keep the W best token sequences instead of the best one (a beam "
+        "search: closer still, about W/2 times slower; default: 1)",
+    )
 
 
 def _one_line(text: str) -> str:
@@ -116,13 +124,16 @@ def _load_input(codec: Codec, path: str | Path) -> torch.Tensor:
     return wav
 
 
-def _encode(codec: Codec, wav: torch.Tensor, search: int = 0) -> tuple[torch.Tensor, TokenHeader]:
+def _encode(
+    codec: Codec, wav: torch.Tensor, search: int = 0, beam: int = 1
+) -> tuple[torch.Tensor, TokenHeader]:
     """(T,) samples -> ((F,) int64 ids, header recording the original length T); `search`:
-    candidates per frame for `codec.search.search_encode` (0: the nearest code)."""
+    candidates per frame for `codec.search.search_encode` (0: the nearest code), `beam`: its
+    token sequences kept."""
     from codec.search import encode_with, settings_from
     from codec.tokenfile import TokenHeader
 
-    settings = settings_from(search, codec.config)
+    settings = settings_from(search, codec.config, beam)
     if settings is None:
         codes, _ = codec.encode(wav)
     else:
@@ -164,7 +175,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     out = _require_out_dir(args.output)
     codec = _load_model(args)
     wav = _load_input(codec, args.input)
-    codes, header = _encode(codec, wav, args.search)
+    codes, header = _encode(codec, wav, args.search, args.beam)
     size = tokenfile.save(out, codes, header)
     duration = header.duration_s()
     print(
@@ -199,7 +210,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     out = _check_audio_out(args.output)
     codec = _load_model(args)
     wav = _load_input(codec, args.input)
-    codes, header = _encode(codec, wav, args.search)
+    codes, header = _encode(codec, wav, args.search, args.beam)
     size = len(tokenfile.dumps(codes, header))
     audio = _decode(codec, codes, header)
     write_audio(out, audio, codec.sample_rate)

@@ -210,22 +210,25 @@ class WavtokClient(_Base):
         raise_for_error(r)
         return r.json()["models"]
 
-    def encode(self, audio: AudioInput, model: str | None = None, search: int = 0) -> EncodeResult:
+    def encode(
+        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
+    ) -> EncodeResult:
         """Audio file bytes or a path (any rate and channel count) -> codes and metadata.
         `search` > 0: tokens chosen among that many nearest codes by the decoded audio
-        (slower, closer to the input; see `codec.search`)."""
+        (slower, closer to the input; see `codec.search`); `beam` > 1 keeps that many token
+        sequences while searching (closer still, slower)."""
         data, content_type = audio_payload(audio)
         r = self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type},
-            params=encode_params(model, search),
+            params=encode_params(model, search, beam),
         )
         raise_for_error(r)
         return encode_result(r.json())
 
     def encode_to_tokenfile(
-        self, audio: AudioInput, model: str | None = None, search: int = 0
+        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
     ) -> bytes:
         """Like `encode`, but the server's `.wtok` token file bytes."""
         data, content_type = audio_payload(audio)
@@ -233,7 +236,7 @@ class WavtokClient(_Base):
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
-            params=encode_params(model, search),
+            params=encode_params(model, search, beam),
         )
         raise_for_error(r)
         return r.content
@@ -327,27 +330,27 @@ class AsyncWavtokClient(_Base):
         return r.json()["models"]
 
     async def encode(
-        self, audio: AudioInput, model: str | None = None, search: int = 0
+        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
     ) -> EncodeResult:
         data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type},
-            params=encode_params(model, search),
+            params=encode_params(model, search, beam),
         )
         raise_for_error(r)
         return encode_result(r.json())
 
     async def encode_to_tokenfile(
-        self, audio: AudioInput, model: str | None = None, search: int = 0
+        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
     ) -> bytes:
         data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
-            params=encode_params(model, search),
+            params=encode_params(model, search, beam),
         )
         raise_for_error(r)
         return r.content

@@ -27,17 +27,24 @@ class DecoderStreamState:
 
     def repeat_items(self, k: int) -> DecoderStreamState:
         """A copy with each of the B items' state repeated k times (item-major, B * k items):
-        k continuations of one stream to try side by side. Every tensor is (B, ...) but the
-        head's window envelope "env", which all items share."""
+        k continuations of one stream to try side by side."""
+        return self._map_items(lambda t: t.repeat_interleave(k, dim=0))
 
+    def select_items(self, index: torch.Tensor) -> DecoderStreamState:
+        """(N,) int64 item indices -> a copy holding the state of items `index`, in that order
+        (an item may appear several times): the survivors of a beam search."""
+        return self._map_items(lambda t: t.index_select(0, index.to(t.device)))
+
+    def _map_items(self, per_items) -> DecoderStreamState:
+        # Every tensor is (B, ...) but the head's window envelope "env", which all items share.
         def copy(key: str, value):
             if isinstance(value, dict):
                 return {name: copy(name, item) for name, item in value.items()}
             if torch.is_tensor(value) and key != "env":
-                return value.repeat_interleave(k, dim=0)
+                return per_items(value)
             return value.clone() if torch.is_tensor(value) else value
 
-        held = None if self.held is None else self.held.repeat_interleave(k, dim=0)
+        held = None if self.held is None else per_items(self.held)
         return DecoderStreamState(copy("", self.blocks), held)
 
 

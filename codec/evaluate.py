@@ -114,7 +114,10 @@ def evaluate_model(
     from codec.search import encode_with
     from codec.tokenfile import TokenHeader, dumps
 
-    label = codec.name if search is None else f"{codec.name} (search {search.candidates})"
+    label = codec.name
+    if search is not None:
+        beam = f", beam {search.beam}" if search.beam > 1 else ""
+        label = f"{codec.name} (search {search.candidates}{beam})"
     result = SystemResult(
         key="model", label=label, kind="model", nominal_kbps=codec.bitrate / 1000.0
     )
@@ -221,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if not clips:
         raise ValueError(f"no usable clips under {data_dir} ({len(skipped)} skipped)")
     with_dnsmos = not args.no_dnsmos
-    search = settings_from(args.search, codec.config)
+    search = settings_from(args.search, codec.config, args.beam)
     with torch.inference_mode():
         systems = [evaluate_model(codec, clips, args.batch_size, with_dnsmos, search)]
         systems += [evaluate_baseline(spec, clips, with_dnsmos) for spec in specs]
@@ -236,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
             "codebook_id": codec.codebook_id,
             "bitrate_bps": codec.bitrate,
             "search_candidates": search.candidates if search else None,
+            "search_beam": search.beam if search else None,
         },
         data_dir=str(data_dir),
         systems=systems,

@@ -6,7 +6,10 @@ continues the decoder's own streaming state (so it hears exactly what an offline
 those tokens gives), decodes the trial token plus `ahead` nearest-code tokens after it, and the
 frame keeps the token whose decoded frames around it are closest to the input in a
 loudness-compressed mel spectrum.
-Frames are chosen in order, each against the tokens already chosen before it.
+Frames are chosen in order, each against the tokens already chosen before it. With a `beam`
+of W, each item keeps its W cheapest token sequences instead of one (a beam search): a
+sequence's cost is the error of its final frames plus its newest trial's window, so a choice
+that sounds worse now can still win later. W = 1 is the greedy search.
 
 The bitstream and the decoder are unchanged: search-encoded tokens decode with the same model
 and token files as any others. The search costs about `candidates * (ahead + 1)` decoder frames
@@ -48,10 +51,14 @@ class SearchSettings:
     # Output frames up to f + span - 1 are scored, from f - decoder lookahead. 2 scored as well
     # as 3 on the 99 test clips and decodes a fifth fewer trial frames (docs/search.md).
     span: int = 2
+    # Token sequences kept per item (a beam search); 1 keeps only the best, a greedy search.
+    beam: int = 1
 
     def check(self, decoder_lookahead: int) -> None:
         if self.candidates < 1:
             raise ValueError(f"search candidates must be >= 1, got {self.candidates}")
+        if self.beam < 1:
+            raise ValueError(f"search beam must be >= 1, got {self.beam}")
         if self.span < 1:
             raise ValueError(f"search span must be >= 1, got {self.span}")
         # Scored frames must be final once the trial has pushed its `ahead` tokens.
@@ -62,16 +69,18 @@ class SearchSettings:
             )
 
 
-def settings_from(candidates: int, config: CodecConfig) -> SearchSettings | None:
-    """`--search N` -> checked settings for a model of `config`, or None for N = 0 (the
-    nearest-code encoder)."""
+def settings_from(candidates: int, config: CodecConfig, beam: int = 1) -> SearchSettings | None:
+    """`--search N [--beam W]` -> checked settings for a model of `config`, or None for N = 0
+    (the nearest-code encoder)."""
     if not candidates:
+        if beam != 1:
+            raise ValueError("--beam needs --search (e.g. --search 8 --beam 4)")
         return None
     if not config.causal:
         raise ValueError(f"--search needs a causal model; {config.name!r} is not")
     # The least lookahead that lets every scored frame be heard: more only costs time.
     ahead = SearchSettings.span - 1 + config.decoder.lookahead
-    settings = SearchSettings(candidates, ahead=ahead)
+    settings = SearchSettings(candidates, ahead=ahead, beam=beam)
     settings.check(config.decoder.lookahead)
     return settings
 
@@ -104,6 +113,12 @@ class _CompressedMel(torch.nn.Module):
         return self.mel(wav).clamp(min=0) ** MEL_COMPRESSION
 
 
+def _distance(heard: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(N, MEL_BANDS, J) compressed mel of trials and of the input -> (N, J) their distance per
+    mel frame: the mean absolute difference over bands."""
+    return (heard - target).abs().mean(1)
+
+
 @torch.inference_mode()
 def search_encode(
     codec,
@@ -115,7 +130,9 @@ def search_encode(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 1, T) samples at the codec's rate -> ((B, F) int64 token ids, (B,) frame counts),
     as `Codec.encode` returns them, each id chosen by analysis-by-synthesis (module docstring).
-    Ids past an item's frame count are 0. Each item's ids equal those of searching it alone.
+    Ids past an item's frame count are 0. Each item's ids equal those of searching it alone, but
+    for near-ties: where two trials' costs differ by no more than float rounding, which differs
+    with the batch's size on some CPUs, a batch may keep the other one.
 
     A search takes about 1.5 times the audio's duration on a CPU; `should_stop`, asked before each
     frame, lets a caller abandon it (`SearchStopped`), e.g. when nobody waits for the result,
@@ -143,33 +160,74 @@ def search_encode(
     # Mel frames are hop-aligned, so the input's are computed once: frame j spans token frames
     # j and j + 1, whichever trial window it falls in.
     reference_mel = mel(torch.nn.functional.pad(inputs.wav, (0, (ahead + 1) * hop)))
-    valid_frames = frames.repeat_interleave(k, 0)[:, None]
-    rows = torch.arange(batch, device=cand.device) * k
-    chosen = torch.zeros(batch, n_frames, dtype=torch.long, device=cand.device)
+    items = torch.arange(batch, device=cand.device)
+    width, hyps = settings.beam, 1
+    # Per hypothesis: the summed error of its final mel frames, and its newest final output
+    # frame's audio (B * hyps, hop), which the next final mel frame spans.
+    final_error = torch.zeros(batch, 1, dtype=torch.float64, device=cand.device)
+    last_hop: torch.Tensor | None = None
+    # Back-pointers: survivor s of frame f is candidate picks[b, f, s] after survivor
+    # parents[b, f, s] of frame f - 1; survivor 0 is the cheapest.
+    parents = torch.zeros(batch, n_frames, width, dtype=torch.long, device=cand.device)
+    picks = torch.zeros_like(parents)
     state = DecoderStreamState()
     for f in range(n_frames):
         if should_stop is not None and should_stop():
             raise SearchStopped(f"search stopped at frame {f} of {n_frames}")
+        rows = hyps * k  # trial rows per item, (hypothesis, candidate)-major
         trial = state.repeat_items(k)
+        cand_rows = (items[:, None] * k + torch.arange(k, device=cand.device)).repeat(1, hyps)
         tokens = torch.cat(
-            [cand[..., f : f + 1], nearest[..., f + 1 : f + 1 + ahead].repeat_interleave(k, 0)],
+            [
+                cand[cand_rows.reshape(-1), :, f : f + 1],
+                nearest[..., f + 1 : f + 1 + ahead].repeat_interleave(rows, 0),
+            ],
             -1,
         )
         audio = decoder.stream(tokens, trial)
         first = max(0, f - decoder.lookahead)  # the first frame this trial output
         last = min(f + settings.span, first + audio.shape[-1] // hop)
-        pick = torch.zeros(batch, dtype=torch.long, device=cand.device)
+        window = torch.zeros(batch * rows, dtype=torch.float64, device=cand.device)
         if last - first >= 2:
-            target = reference_mel[..., first : last - 1].repeat_interleave(k, 0)
-            error = (mel(audio[:, : (last - first) * hop]) - target).abs().mean(1)
+            target = reference_mel[..., first : last - 1].repeat_interleave(rows, 0)
+            error = _distance(mel(audio[:, : (last - first) * hop]), target)
             # Mel frame j spans token frames first + j and first + j + 1 of the item.
             spans = first + 1 + torch.arange(error.shape[-1], device=cand.device)
-            scored = (spans[None] < valid_frames).to(error.dtype)
-            error = (error * scored).sum(-1) / scored.sum(-1).clamp(min=1)
-            pick = error.reshape(batch, k).argmin(-1)
-        chosen[:, f] = top[:, f].gather(-1, pick[:, None])[:, 0]
-        decoder.stream(cand[rows + pick, :, f : f + 1], state)
+            scored = spans[None] < frames.repeat_interleave(rows, 0)[:, None]
+            window = (error * scored).sum(-1).double()
+        # Hypotheses differ by their final error; subtracting the least keeps a lone one's
+        # ranking exactly its window's.
+        spent = final_error - final_error.amin(-1, keepdim=True)
+        cost = (spent[..., None] + window.reshape(batch, hyps, k)).reshape(batch, rows)
+        kept = min(width, rows)
+        order = torch.sort(cost, dim=-1, stable=True).indices[:, :kept]
+        parent, pick = order // k, order % k
+        parents[:, f, :kept], picks[:, f, :kept] = parent, pick
+        parent_rows = (items[:, None] * hyps + parent).reshape(-1)
+        if width > 1:
+            state = state.select_items(parent_rows)
+        final_error = final_error.gather(1, parent)
+        new_audio = decoder.stream(
+            cand[(items[:, None] * k + pick).reshape(-1), :, f : f + 1], state
+        )
+        if width > 1 and new_audio.shape[-1]:
+            # Output frame f - lookahead is final now, and with it mel frame f - lookahead - 1.
+            if last_hop is not None:
+                j = f - decoder.lookahead - 1
+                heard = mel(torch.cat([last_hop.index_select(0, parent_rows), new_audio], -1))
+                error = _distance(heard, reference_mel[..., j : j + 1].repeat_interleave(kept, 0))
+                scored = (j + 1 < frames).repeat_interleave(kept, 0)
+                final_error = final_error + (error[:, 0] * scored).reshape(batch, kept)
+            last_hop = new_audio
+        hyps = kept
         if progress is not None:
             progress(f + 1, n_frames)
-    chosen = chosen.masked_fill(torch.arange(n_frames, device=cand.device) >= frames[:, None], 0)
+    chosen = torch.zeros(batch, n_frames, dtype=torch.long, device=cand.device)
+    survivor = torch.zeros(batch, dtype=torch.long, device=cand.device)
+    for f in reversed(range(n_frames)):
+        # An item's answer is its cheapest survivor at its own last frame, as searched alone.
+        active = f < frames
+        pick = picks[items, f, survivor]
+        chosen[:, f] = torch.where(active, top[items, f].gather(-1, pick[:, None])[:, 0], 0)
+        survivor = torch.where(active, parents[items, f, survivor], survivor)
     return chosen, frames

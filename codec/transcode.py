@@ -146,6 +146,7 @@ def run_local(
     sink: Sink,
     decode_dtype: str = "float32",
     search: int = 0,
+    beam: int = 1,
 ) -> None:
     """Load with `workers` threads (`PREFETCH_BATCHES` batches ahead) while the model runs."""
     from functools import partial
@@ -153,7 +154,9 @@ def run_local(
     from codec.model import Codec
     from codec.transcode_core import Processor, load_item
 
-    process = Processor(Codec.from_pretrained(model_dir, device=device), mode, decode_dtype, search)
+    process = Processor(
+        Codec.from_pretrained(model_dir, device=device), mode, decode_dtype, search, beam
+    )
     load = partial(load_item, mode=mode, info=process.info)
     if workers == 0:
         for batch in batches:
@@ -280,6 +283,7 @@ def _job(
                 sink,
                 args.decode_dtype,
                 getattr(args, "search", 0),
+                getattr(args, "beam", 1),
             )
     except KeyboardInterrupt:
         bar.close()
@@ -334,8 +338,11 @@ def run(args: argparse.Namespace) -> int:
         # outputs, so a job with another --search does not take these as done.
         from codec.search import settings_from
 
-        settings_from(search, config)
+        beam = getattr(args, "beam", 1)
+        settings_from(search, config, beam)
         job["search"] = search
+        if beam != 1:
+            job["beam"] = beam
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / STATE_DIR)
     try:

@@ -177,13 +177,18 @@ class Processor:
     """
 
     def __init__(
-        self, codec: Any, mode: str, decode_dtype: str = "float32", search: int = 0
+        self,
+        codec: Any,
+        mode: str,
+        decode_dtype: str = "float32",
+        search: int = 0,
+        beam: int = 1,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.codec, self.mode = codec, mode
         # Candidates per frame for search encoding (codec/search.py); 0: the nearest code.
-        self.search = settings_from(search, codec.config)
+        self.search = settings_from(search, codec.config, beam)
         self.info = ModelInfo.from_config(codec.config, codec.codebook_id)
         # Decoding only (codec/precision.py): encoded tokens never depend on it.
         self.decode_dtype = precision.decode_dtype(decode_dtype, codec.device)

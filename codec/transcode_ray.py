@@ -50,6 +50,7 @@ class ModelActor:
         threads: int,
         decode_dtype: str = "float32",
         search: int = 0,
+        beam: int = 1,
     ) -> None:
         import ray
         import safetensors.torch
@@ -63,7 +64,7 @@ class ModelActor:
         torch.set_num_threads(threads)
         codec = Codec(CodecConfig.model_validate(blob["config"]))
         codec.load_state_dict(safetensors.torch.load(blob["weights"]), strict=True)
-        self.process = Processor(codec.to(device).eval(), mode, decode_dtype, search)
+        self.process = Processor(codec.to(device).eval(), mode, decode_dtype, search, beam)
         self.dtype = np.int64 if mode == "decode" else np.float32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -175,6 +176,7 @@ def run_ray(
                 "threads": 1,
                 "decode_dtype": args.decode_dtype,
                 "search": getattr(args, "search", 0),
+                "beam": getattr(args, "beam", 1),
             },
             batch_size=args.batch_size,
             batch_format="numpy",

@@ -376,4 +376,22 @@ def test_encode_search_writes_the_library_searchs_tokens(
         tmp_path / "offline-model", "--search", "4",
     )  # fmt: skip
     assert_one_line_error(code, err, "causal")
+    for bad in (["--beam", "2"], ["--search", "4", "--beam", "0"]):
+        code, _, err = run(
+            capsys, "encode", tmp_path / "in.wav", tmp_path / "t.wtok", "--model",
+            tiny_model_dir, *bad,
+        )  # fmt: skip
+        assert_one_line_error(code, err, "beam")
     assert not (tmp_path / "t.wtok").exists() and not (tmp_path / "r.wav").exists()
+
+    # A beam search: the library's beam search, other tokens than the greedy search's.
+    code, _, err = run(
+        capsys, "encode", tmp_path / "in.wav", tmp_path / "b.wtok", "--model", tiny_model_dir,
+        "--search", "4", "--beam", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    beamed, _ = search_encode(
+        tiny_causal, wav, settings=settings_from(4, tiny_causal.config, beam=3)
+    )
+    np.testing.assert_array_equal(tokenfile.load(tmp_path / "b.wtok")[0], beamed[0].numpy())
+    assert (beamed != searched).any()

@@ -129,14 +129,26 @@ def test_encode_with_search_matches_the_library_search(client, server, codec):
     assert not np.array_equal(result.codes, library_codes(codec, data))
     ids, _ = tokenfile.loads(client.encode_to_tokenfile(data, search=4))
     assert np.array_equal(ids, result.codes)
-    for bad in ("-1", "33", "x"):
+    beamed = client.encode(data, search=4, beam=3)
+    settings = settings_from(4, codec.config, beam=3)
+    expected, _ = search_encode(codec, wav[None, None], settings=settings)
+    assert np.array_equal(beamed.codes, expected[0].numpy())
+    assert not np.array_equal(beamed.codes, result.codes)
+    for bad in ({"search": "-1"}, {"search": "33"}, {"search": "x"}, {"search": 4, "beam": 0}):
         r = httpx.post(
             f"{server[0]}/v1/encode",
             content=data,
             headers={"content-type": "audio/wav"},
-            params={"search": bad},
+            params=bad,
         )
-        assert r.status_code == 422 and "search" in r.text
+        assert r.status_code == 422 and list(bad)[-1] in r.text, (bad, r.text)
+    r = httpx.post(
+        f"{server[0]}/v1/encode",
+        content=data,
+        headers={"content-type": "audio/wav"},
+        params={"beam": 2},
+    )
+    assert r.status_code == 422 and "beam needs search" in r.text
 
 
 def test_plain_requests_do_not_wait_for_a_search(client, server):
