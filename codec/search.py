@@ -161,6 +161,7 @@ def search_encode(
     # j and j + 1, whichever trial window it falls in.
     reference_mel = mel(torch.nn.functional.pad(inputs.wav, (0, (ahead + 1) * hop)))
     items = torch.arange(batch, device=cand.device)
+    item_cands = items[:, None] * k + torch.arange(k, device=cand.device)  # rows of `cand`
     width, hyps = settings.beam, 1
     # Per hypothesis: the summed error of its final mel frames, and its newest final output
     # frame's audio (B * hyps, hop), which the next final mel frame spans.
@@ -176,10 +177,9 @@ def search_encode(
             raise SearchStopped(f"search stopped at frame {f} of {n_frames}")
         rows = hyps * k  # trial rows per item, (hypothesis, candidate)-major
         trial = state.repeat_items(k)
-        cand_rows = (items[:, None] * k + torch.arange(k, device=cand.device)).repeat(1, hyps)
         tokens = torch.cat(
             [
-                cand[cand_rows.reshape(-1), :, f : f + 1],
+                cand[item_cands.repeat(1, hyps).reshape(-1), :, f : f + 1],
                 nearest[..., f + 1 : f + 1 + ahead].repeat_interleave(rows, 0),
             ],
             -1,
@@ -208,7 +208,7 @@ def search_encode(
             state = state.select_items(parent_rows)
         final_error = final_error.gather(1, parent)
         new_audio = decoder.stream(
-            cand[(items[:, None] * k + pick).reshape(-1), :, f : f + 1], state
+            cand[item_cands.gather(1, pick).reshape(-1), :, f : f + 1], state
         )
         if width > 1 and new_audio.shape[-1]:
             # Output frame f - lookahead is final now, and with it mel frame f - lookahead - 1.

@@ -57,7 +57,7 @@ log = logging.getLogger("wavtok.server")
 MAX_RATE_FACTOR = 1000
 # Search cost grows with the candidates; past ~16 the fidelity stops improving (docs/search.md).
 MAX_SEARCH_CANDIDATES = 32
-# A beam of W costs about W / 2 greedy searches; 4 gave the measured gain (docs/search.md).
+# A beam of 4 costs ~2.5 greedy searches and gave the measured gain (docs/search.md).
 MAX_SEARCH_BEAM = 8
 T = TypeVar("T")
 
@@ -87,7 +87,7 @@ BeamParam = Annotated[
         ge=1,
         le=MAX_SEARCH_BEAM,
         description="With search: keep the W best token sequences instead of the best one (a "
-        "beam search; closer to the input, about W / 2 times slower). 1: greedy.",
+        "beam search; closer to the input, ~2.5x slower at W = 4). 1: greedy.",
     ),
 ]
 StreamParam = Annotated[
