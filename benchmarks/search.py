@@ -1,15 +1,16 @@
 """Search encoding (codec/search.py): fidelity and encode speed for each number of candidates.
 
-For each `--candidates` value (and each `--beams` width), encodes `--clips` test clips (every
+For each `--candidates` value (and each `--beams` width and `--refines` count), encodes `--clips` test clips (every
 n-th of the sorted set, so they spread over speakers) one at a time and in one padded batch,
 decodes them, and prints the mean PESQ-wb, STOI, mel L1 and DNSMOS, the share of tokens that
 differ from the nearest codes, and the encode speed as a real-time factor (audio seconds per
 wall second; 1 = real time). 1 candidate is the plain nearest-code encoder.
-`wavtok eval --search N [--beam W]` scores all 99 clips.
+`wavtok eval --search N [--beam W] [--refine P]` scores all 99 clips.
 
     python benchmarks/search.py                          # the default model, 1 4 8 16
     python benchmarks/search.py --model wavtok-cpu-75hz-causal-f0 --candidates 1 8 --clips 20
     python benchmarks/search.py --candidates 8 --beams 1 4        # greedy against a beam of 4
+    python benchmarks/search.py --candidates 8 --refines 0 1      # one pass against two
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument(
         "--beams", type=int, nargs="+", default=[1], help="beam widths (default: 1, greedy)"
+    )
+    parser.add_argument(
+        "--refines", type=int, nargs="+", default=[0], help="refining passes (default: 0)"
     )
     parser.add_argument("--clips", type=int, default=10, help="test clips (default: 10)")
     parser.add_argument("--data", default=str(TEST_CLIPS), help="clip directory")
@@ -52,13 +56,18 @@ def main() -> None:
     wavs = [load_mono(p, codec.sample_rate)[0] for p in paths]
     seconds = sum(w.numel() for w in wavs) / codec.sample_rate
     print(f"{codec.name}: {len(wavs)} clips, {seconds:.1f} s of audio, {args.threads} threads")
-    print("| candidates | beam | PESQ-wb | STOI | mel L1 | DNSMOS | tokens changed | "
+    print("| candidates | beam | refine | PESQ-wb | STOI | mel L1 | DNSMOS | tokens changed | "
           f"encode x RT | batch {args.batch} x RT |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     nearest = [codec.encode(w[None, None])[0] for w in wavs]
-    trials = [(k, w) for k in args.candidates for w in (args.beams if k > 1 else [1])]
-    for k, beam in trials:
-        settings = settings_from(k, codec.config, beam) if k > 1 else None
+    trials = [
+        (k, w, p)
+        for k in args.candidates
+        for w in (args.beams if k > 1 else [1])
+        for p in (args.refines if k > 1 else [0])
+    ]
+    for k, beam, refine in trials:
+        settings = settings_from(k, codec.config, beam, refine) if k > 1 else None
 
         def encode(wav, lengths=None, settings=settings):
             return encode_with(codec, wav, lengths, settings)
@@ -84,7 +93,7 @@ def main() -> None:
         m = mean_scores(scores)
         dnsmos = "-" if m["dnsmos"] is None else f"{m['dnsmos']:.3f}"
         print(
-            f"| {k} | {beam} | {m['pesq_wb']:.3f} | {m['stoi']:.4f} | {m['mel_l1']:.3f} | "
+            f"| {k} | {beam} | {refine} | {m['pesq_wb']:.3f} | {m['stoi']:.4f} | {m['mel_l1']:.3f} | "
             f"{dnsmos} | {changed:.0%} | {single:.2f} | {batched:.2f} |",
             flush=True,
         )

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from codec.config import CodecConfig
     from codec.model import Codec
+    from codec.search import SearchSettings
     from codec.tokenfile import TokenHeader
 
 PROG = "wavtok"
@@ -55,6 +57,25 @@ def add_search_argument(parser: argparse.ArgumentParser) -> None:
         metavar="W",
         help="with --search: keep the W best token sequences instead of the best one (a beam "
         "search: closer still, ~2.5x slower at W = 4; default: 1)",
+    )
+    parser.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        metavar="P",
+        help="with --search: choose every token again P more times, each pass hearing the "
+        "tokens the previous one chose after it (closer still, each pass costs about one "
+        "greedy search more; default: 0)",
+    )
+
+
+def search_settings(args: argparse.Namespace, config: CodecConfig) -> SearchSettings | None:
+    """The checked `codec.search` settings that `add_search_argument`'s options ask for, or
+    None for the nearest-code encoder; ValueError when they do not fit the model."""
+    from codec.search import settings_from
+
+    return settings_from(
+        getattr(args, "search", 0), config, getattr(args, "beam", 1), getattr(args, "refine", 0)
     )
 
 
@@ -125,15 +146,13 @@ def _load_input(codec: Codec, path: str | Path) -> torch.Tensor:
 
 
 def _encode(
-    codec: Codec, wav: torch.Tensor, search: int = 0, beam: int = 1
+    codec: Codec, wav: torch.Tensor, settings: SearchSettings | None = None
 ) -> tuple[torch.Tensor, TokenHeader]:
-    """(T,) samples -> ((F,) int64 ids, header recording the original length T); `search`:
-    candidates per frame for `codec.search.search_encode` (0: the nearest code), `beam`: its
-    token sequences kept."""
-    from codec.search import encode_with, settings_from
+    """(T,) samples -> ((F,) int64 ids, header recording the original length T); with
+    `settings`, the ids are chosen by `codec.search.search_encode`."""
+    from codec.search import encode_with
     from codec.tokenfile import TokenHeader
 
-    settings = settings_from(search, codec.config, beam)
     if settings is None:
         codes, _ = codec.encode(wav)
     else:
@@ -175,7 +194,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     out = _require_out_dir(args.output)
     codec = _load_model(args)
     wav = _load_input(codec, args.input)
-    codes, header = _encode(codec, wav, args.search, args.beam)
+    codes, header = _encode(codec, wav, search_settings(args, codec.config))
     size = tokenfile.save(out, codes, header)
     duration = header.duration_s()
     print(
@@ -210,7 +229,7 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     out = _check_audio_out(args.output)
     codec = _load_model(args)
     wav = _load_input(codec, args.input)
-    codes, header = _encode(codec, wav, args.search, args.beam)
+    codes, header = _encode(codec, wav, search_settings(args, codec.config))
     size = len(tokenfile.dumps(codes, header))
     audio = _decode(codec, codes, header)
     write_audio(out, audio, codec.sample_rate)

@@ -211,24 +211,35 @@ class WavtokClient(_Base):
         return r.json()["models"]
 
     def encode(
-        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
+        self,
+        audio: AudioInput,
+        model: str | None = None,
+        search: int = 0,
+        beam: int = 1,
+        refine: int = 0,
     ) -> EncodeResult:
         """Audio file bytes or a path (any rate and channel count) -> codes and metadata.
         `search` > 0: tokens chosen among that many nearest codes by the decoded audio
         (slower, closer to the input; see `codec.search`); `beam` > 1 keeps that many token
-        sequences while searching (closer still, slower)."""
+        sequences while searching, `refine` > 0 adds that many passes that choose every token
+        again (each closer still, slower)."""
         data, content_type = audio_payload(audio)
         r = self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type},
-            params=encode_params(model, search, beam),
+            params=encode_params(model, search, beam, refine),
         )
         raise_for_error(r)
         return encode_result(r.json())
 
     def encode_to_tokenfile(
-        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
+        self,
+        audio: AudioInput,
+        model: str | None = None,
+        search: int = 0,
+        beam: int = 1,
+        refine: int = 0,
     ) -> bytes:
         """Like `encode`, but the server's `.wtok` token file bytes."""
         data, content_type = audio_payload(audio)
@@ -236,7 +247,7 @@ class WavtokClient(_Base):
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
-            params=encode_params(model, search, beam),
+            params=encode_params(model, search, beam, refine),
         )
         raise_for_error(r)
         return r.content
@@ -330,27 +341,37 @@ class AsyncWavtokClient(_Base):
         return r.json()["models"]
 
     async def encode(
-        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
+        self,
+        audio: AudioInput,
+        model: str | None = None,
+        search: int = 0,
+        beam: int = 1,
+        refine: int = 0,
     ) -> EncodeResult:
         data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type},
-            params=encode_params(model, search, beam),
+            params=encode_params(model, search, beam, refine),
         )
         raise_for_error(r)
         return encode_result(r.json())
 
     async def encode_to_tokenfile(
-        self, audio: AudioInput, model: str | None = None, search: int = 0, beam: int = 1
+        self,
+        audio: AudioInput,
+        model: str | None = None,
+        search: int = 0,
+        beam: int = 1,
+        refine: int = 0,
     ) -> bytes:
         data, content_type = audio_payload(audio)
         r = await self._http.post(
             "/v1/encode",
             content=data,
             headers={"content-type": content_type, "accept": TOKEN_TYPE},
-            params=encode_params(model, search, beam),
+            params=encode_params(model, search, beam, refine),
         )
         raise_for_error(r)
         return r.content

@@ -89,12 +89,14 @@ def audio_payload(audio: AudioInput) -> tuple[bytes, str]:
     return data, EXTENSION_TYPES.get(path.suffix.lower(), sniff_audio_type(data))
 
 
-def encode_params(model: str | None, search: int, beam: int = 1) -> dict | None:
-    """Query parameters of an encode request: the model, search candidates when > 0, and the
-    search's beam when > 1."""
+def encode_params(model: str | None, search: int, beam: int = 1, refine: int = 0) -> dict | None:
+    """Query parameters of an encode request: the model, search candidates when > 0, the
+    search's beam when > 1 and its refining passes when > 0."""
     params = {**({"model": model} if model else {}), **({"search": search} if search else {})}
     if beam != 1:
         params["beam"] = beam
+    if refine:
+        params["refine"] = refine
     return params or None
 
 

@@ -117,7 +117,8 @@ def evaluate_model(
     label = codec.name
     if search is not None:
         beam = f", beam {search.beam}" if search.beam > 1 else ""
-        label = f"{codec.name} (search {search.candidates}{beam})"
+        refine = f", refine {search.refine}" if search.refine else ""
+        label = f"{codec.name} (search {search.candidates}{beam}{refine})"
     result = SystemResult(
         key="model", label=label, kind="model", nominal_kbps=codec.bitrate / 1000.0
     )
@@ -215,16 +216,16 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from codec.cli import search_settings
     from codec.model import Codec, resolve_model_dir
     from codec.report import EvalRun, write_report
-    from codec.search import settings_from
 
     codec = Codec.from_pretrained(args.model, device=args.device)
     clips, skipped = load_clips(paths, data_dir)
     if not clips:
         raise ValueError(f"no usable clips under {data_dir} ({len(skipped)} skipped)")
     with_dnsmos = not args.no_dnsmos
-    search = settings_from(args.search, codec.config, args.beam)
+    search = search_settings(args, codec.config)
     with torch.inference_mode():
         systems = [evaluate_model(codec, clips, args.batch_size, with_dnsmos, search)]
         systems += [evaluate_baseline(spec, clips, with_dnsmos) for spec in specs]
@@ -240,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
             "bitrate_bps": codec.bitrate,
             "search_candidates": search.candidates if search else None,
             "search_beam": search.beam if search else None,
+            "search_refine": search.refine if search else None,
         },
         data_dir=str(data_dir),
         systems=systems,

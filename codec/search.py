@@ -10,6 +10,10 @@ Frames are chosen in order, each against the tokens already chosen before it. Wi
 of W, each item keeps its W cheapest token sequences instead of one (a beam search): a
 sequence's cost is the error of its final frames plus its newest trial's window, so a choice
 that sounds worse now can still win later. W = 1 is the greedy search.
+A first pass's trials hear `ahead` nearest codes after the tried one, not the tokens the search
+will choose there. Each `refine` pass chooses every token again, its trials continuing with the
+previous pass's tokens and scored over a wider span (`refine_span`), so each choice hears the
+future it will really have.
 
 The bitstream and the decoder are unchanged: search-encoded tokens decode with the same model
 and token files as any others. The search costs about `candidates * (ahead + 1)` decoder frames
@@ -21,7 +25,7 @@ the trials continue a streaming decoder.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torchaudio
@@ -53,14 +57,22 @@ class SearchSettings:
     span: int = 2
     # Token sequences kept per item (a beam search); 1 keeps only the best, a greedy search.
     beam: int = 1
+    # Passes after the first, each choosing every token again with the previous pass's tokens
+    # after it (module docstring); each costs about a greedy pass at `refine_span`.
+    refine: int = 0
+    # Output frames up to f + refine_span - 1 are scored in a refining pass: its later frames
+    # are the tokens that will be kept, so a wider span than the first pass's is worth hearing.
+    refine_span: int = 3
 
     def check(self, decoder_lookahead: int) -> None:
         if self.candidates < 1:
             raise ValueError(f"search candidates must be >= 1, got {self.candidates}")
         if self.beam < 1:
             raise ValueError(f"search beam must be >= 1, got {self.beam}")
-        if self.span < 1:
-            raise ValueError(f"search span must be >= 1, got {self.span}")
+        if self.refine < 0:
+            raise ValueError(f"search refine passes must be >= 0, got {self.refine}")
+        if self.span < 1 or self.refine_span < 1:
+            raise ValueError(f"search spans must be >= 1, got {self.span}, {self.refine_span}")
         # Scored frames must be final once the trial has pushed its `ahead` tokens.
         if self.ahead < self.span - 1 + decoder_lookahead:
             raise ValueError(
@@ -69,18 +81,22 @@ class SearchSettings:
             )
 
 
-def settings_from(candidates: int, config: CodecConfig, beam: int = 1) -> SearchSettings | None:
-    """`--search N [--beam W]` -> checked settings for a model of `config`, or None for N = 0
-    (the nearest-code encoder)."""
+def settings_from(
+    candidates: int, config: CodecConfig, beam: int = 1, refine: int = 0
+) -> SearchSettings | None:
+    """`--search N [--beam W] [--refine P]` -> checked settings for a model of `config`, or None
+    for N = 0 (the nearest-code encoder)."""
     if not candidates:
         if beam != 1:
             raise ValueError("--beam needs --search (e.g. --search 8 --beam 4)")
+        if refine:
+            raise ValueError("--refine needs --search (e.g. --search 8 --refine 1)")
         return None
     if not config.causal:
         raise ValueError(f"--search needs a causal model; {config.name!r} is not")
     # The least lookahead that lets every scored frame be heard: more only costs time.
     ahead = SearchSettings.span - 1 + config.decoder.lookahead
-    settings = SearchSettings(candidates, ahead=ahead, beam=beam)
+    settings = SearchSettings(candidates, ahead=ahead, beam=beam, refine=refine)
     settings.check(config.decoder.lookahead)
     return settings
 
@@ -134,27 +150,67 @@ def search_encode(
     for near-ties: where two trials' costs differ by no more than float rounding, which differs
     with the batch's size on some CPUs, a batch may keep the other one.
 
-    A search takes about 1.5 times the audio's duration on a CPU; `should_stop`, asked before each
-    frame, lets a caller abandon it (`SearchStopped`), e.g. when nobody waits for the result,
-    and `progress(frames_done, frames)` is told after each frame."""
+    A greedy search takes about 1.5 times the audio's duration on a CPU; `should_stop`, asked
+    before each frame, lets a caller abandon it (`SearchStopped`), e.g. when nobody waits for
+    the result, and `progress(frames_done, frames)` is told after each frame of every pass."""
     if not codec.causal:
         raise ValueError(f"model {codec.name!r} is not causal; search encoding needs a causal one")
-    decoder = codec.decoder
-    settings.check(decoder.lookahead)
-    k, ahead, hop = settings.candidates, settings.ahead, codec.hop_length
+    settings.check(codec.decoder.lookahead)
     inputs = codec.quantizer_inputs(wav, lengths)
+    # (B, F, k): each frame's candidates, nearest first.
+    top = codec.quantizer.nearest(inputs.latents, inputs.f0_channel, settings.candidates)
+    n_frames = top.shape[1]
+    passes = 1 + settings.refine
+    refining = replace(
+        settings,
+        span=settings.refine_span,
+        ahead=settings.refine_span - 1 + codec.decoder.lookahead,
+        beam=1,
+    )
+
+    def pass_progress(done_before: int):
+        if progress is None:
+            return None
+        return lambda done, _: progress(done_before + done, passes * n_frames)
+
+    chosen = _search_pass(codec, inputs, top, settings, None, should_stop, pass_progress(0))
+    for p in range(1, passes):
+        chosen = _search_pass(
+            codec, inputs, top, refining, chosen, should_stop, pass_progress(p * n_frames)
+        )
+    return chosen, inputs.code_lengths
+
+
+def _search_pass(
+    codec,
+    inputs,
+    top: torch.Tensor,
+    settings: SearchSettings,
+    following: torch.Tensor | None,
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[int, int], None] | None,
+) -> torch.Tensor:
+    """One pass over all frames -> (B, F) chosen ids. `top`: (B, F, k) candidate ids;
+    `following`: (B, F) ids that trials decode after the tried token (a refining pass), or None
+    for the nearest codes."""
+    decoder = codec.decoder
+    ahead, hop = settings.ahead, codec.hop_length
     frames = inputs.code_lengths
-    batch, n_frames = inputs.latents.shape[0], inputs.latents.shape[-1]
-    top = codec.quantizer.nearest(inputs.latents, inputs.f0_channel, k)  # (B, F, k)
-    k = top.shape[-1]
+    batch, n_frames, k = top.shape
     # Each item's candidates' latents, item-major rows (b * k + j), and past an item's end the
     # latents offline decoding sees there, so that trials end as a decode of that item ends.
     cand = codec.quantizer.decode(top.transpose(1, 2).reshape(batch * k, n_frames))
     cand = torch.nn.functional.pad(cand, (0, ahead + 1))
     past_end = torch.arange(n_frames + ahead + 1, device=cand.device) >= frames[:, None]
-    past_end = past_end.repeat_interleave(k, 0)[:, None]
-    cand = torch.where(past_end, decoder.end_latents(cand, cand.shape[-1]), cand)
-    nearest = cand[::k]  # (B, D, F + ahead + 1): the nearest codes' latents
+    cand = torch.where(
+        past_end.repeat_interleave(k, 0)[:, None], decoder.end_latents(cand, cand.shape[-1]), cand
+    )
+    # (B, D, F + ahead + 1): the latents trials decode after the tried token.
+    if following is None:
+        after = cand[::k]  # the nearest codes
+    else:
+        after = torch.nn.functional.pad(codec.quantizer.decode(following), (0, ahead + 1))
+        after = torch.where(past_end[:, None], decoder.end_latents(after, after.shape[-1]), after)
     mel = _CompressedMel(codec.sample_rate, hop).to(cand.device)
     # Trials near the end decode past it: there the input is silence, as in `inputs.wav`.
     # Mel frames are hop-aligned, so the input's are computed once: frame j spans token frames
@@ -180,7 +236,7 @@ def search_encode(
         tokens = torch.cat(
             [
                 cand[item_cands.repeat(1, hyps).reshape(-1), :, f : f + 1],
-                nearest[..., f + 1 : f + 1 + ahead].repeat_interleave(rows, 0),
+                after[..., f + 1 : f + 1 + ahead].repeat_interleave(rows, 0),
             ],
             -1,
         )
@@ -230,4 +286,4 @@ def search_encode(
         pick = picks[items, f, survivor]
         chosen[:, f] = torch.where(active, top[items, f].gather(-1, pick[:, None])[:, 0], 0)
         survivor = torch.where(active, parents[items, f, survivor], survivor)
-    return chosen, frames
+    return chosen

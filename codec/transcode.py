@@ -25,6 +25,7 @@ from codec.precision import DTYPE_NAMES
 from codec.transcode_plan import discover, make_batches, make_items, probe
 
 if TYPE_CHECKING:
+    from codec.search import SearchSettings
     from codec.transcode_core import Item, Journal, ModelInfo, Sink, Stats
 
 MODES = ("encode", "decode", "roundtrip")
@@ -145,8 +146,7 @@ def run_local(
     workers: int,
     sink: Sink,
     decode_dtype: str = "float32",
-    search: int = 0,
-    beam: int = 1,
+    search: SearchSettings | None = None,
 ) -> None:
     """Load with `workers` threads (`PREFETCH_BATCHES` batches ahead) while the model runs."""
     from functools import partial
@@ -154,9 +154,7 @@ def run_local(
     from codec.model import Codec
     from codec.transcode_core import Processor, load_item
 
-    process = Processor(
-        Codec.from_pretrained(model_dir, device=device), mode, decode_dtype, search, beam
-    )
+    process = Processor(Codec.from_pretrained(model_dir, device=device), mode, decode_dtype, search)
     load = partial(load_item, mode=mode, info=process.info)
     if workers == 0:
         for batch in batches:
@@ -244,9 +242,15 @@ def _summary(stats: Stats, mode: str, wall_s: float, extra: dict, errors_path: P
 
 
 def _job(
-    args: argparse.Namespace, journal: Journal, model_dir: Path, info: ModelInfo, job: dict
+    args: argparse.Namespace,
+    journal: Journal,
+    model_dir: Path,
+    info: ModelInfo,
+    job: dict,
+    search: SearchSettings | None = None,
 ) -> dict:
-    """Plan, run and report one job whose state directory `journal` holds; returns the summary."""
+    """Plan, run and report one job whose state directory `journal` holds; returns the summary.
+    `search`: how tokens are chosen when encoding (`codec.search`), None for the nearest."""
     from codec import transcode_core as core
 
     start, mode, out_dir = time.monotonic(), args.transcode_mode, Path(args.out_dir)
@@ -272,7 +276,7 @@ def _job(
         if args.ray is not None:
             from codec.transcode_ray import run_ray
 
-            run_ray(batches, mode, model_dir, info, args, sink)
+            run_ray(batches, mode, model_dir, info, args, sink, search)
         else:
             run_local(
                 batches,
@@ -282,8 +286,7 @@ def _job(
                 args.workers,
                 sink,
                 args.decode_dtype,
-                getattr(args, "search", 0),
-                getattr(args, "beam", 1),
+                search,
             )
     except KeyboardInterrupt:
         bar.close()
@@ -317,6 +320,7 @@ def _job(
 
 def run(args: argparse.Namespace) -> int:
     """Run `wavtok transcode MODE`; returns the exit status (1 on errors with --strict)."""
+    from codec.cli import search_settings
     from codec.config import CodecConfig
     from codec.model import CONFIG_FILE, codebook_id_of, resolve_model_dir
     from codec.transcode_core import STATE_DIR, Journal, ModelInfo
@@ -332,21 +336,19 @@ def run(args: argparse.Namespace) -> int:
         "model": info.name,
         "model_sha256": _model_fingerprint(model_dir),
     }
-    search = getattr(args, "search", 0)
-    if search:
-        # Checked here, before any file is read; and tokens chosen another way are other
-        # outputs, so a job with another --search does not take these as done.
-        from codec.search import settings_from
-
-        beam = getattr(args, "beam", 1)
-        settings_from(search, config, beam)
-        job["search"] = search
-        if beam != 1:
-            job["beam"] = beam
+    # Checked here, before any file is read; and tokens chosen another way are other outputs,
+    # so a job with other search settings does not take these as done.
+    search = search_settings(args, config)
+    if search is not None:
+        job["search"] = search.candidates
+        if search.beam != 1:
+            job["beam"] = search.beam
+        if search.refine:
+            job["refine"] = search.refine
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(out_dir / STATE_DIR)
     try:
-        summary = _job(args, journal, model_dir, info, job)
+        summary = _job(args, journal, model_dir, info, job, search)
     finally:
         journal.close()
     failed = summary["errors"] + summary["errors_known"]

@@ -25,7 +25,7 @@ import torch
 from codec import precision, tokenfile
 from codec.audio import AudioError, encode_audio_bytes, load_mono
 from codec.config import CodecConfig
-from codec.search import encode_with, settings_from
+from codec.search import SearchSettings, encode_with
 from codec.transcode import MODES
 
 STATE_DIR = ".wavtok-transcode"
@@ -181,14 +181,14 @@ class Processor:
         codec: Any,
         mode: str,
         decode_dtype: str = "float32",
-        search: int = 0,
-        beam: int = 1,
+        search: SearchSettings | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.codec, self.mode = codec, mode
-        # Candidates per frame for search encoding (codec/search.py); 0: the nearest code.
-        self.search = settings_from(search, codec.config, beam)
+        # How encoding chooses tokens (codec/search.py, from `settings_from` for this codec's
+        # config); None: the nearest code.
+        self.search = search
         self.info = ModelInfo.from_config(codec.config, codec.codebook_id)
         # Decoding only (codec/precision.py): encoded tokens never depend on it.
         self.decode_dtype = precision.decode_dtype(decode_dtype, codec.device)

@@ -75,7 +75,7 @@ def _estimate_seconds(path: str, mode: str) -> float:
         return 0.0
 
 
-OPTIONAL_JOB_KEYS = ("search", "beam")
+OPTIONAL_JOB_KEYS = ("search", "beam", "refine")
 
 
 def probe(item: Item, mode: str, out_dir: Path, job: dict, journal: Journal) -> str:
@@ -84,7 +84,7 @@ def probe(item: Item, mode: str, out_dir: Path, job: dict, journal: Journal) -> 
     Sets `item.duration_s` (seconds) for bucketing and progress."""
     from codec.transcode_core import sha256_file
 
-    # Keys a job sets only when not at their default (`search`, `beam`): a record without one
+    # Keys a job sets only when not at their default (`search`, `beam`, `refine`): a record without one
     # must not match a job with it, nor a record with one a job without it.
     keys = set(job) | set(OPTIONAL_JOB_KEYS)
     same_job = lambda r: all(r.get(k) == job.get(k) for k in keys)  # noqa: E731

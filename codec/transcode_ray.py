@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from codec.search import SearchSettings
 from codec.transcode_core import Item, Loaded, ModelInfo, Processor, Result, Sink, load_item
 
 
@@ -49,8 +50,7 @@ class ModelActor:
         device: str,
         threads: int,
         decode_dtype: str = "float32",
-        search: int = 0,
-        beam: int = 1,
+        search: SearchSettings | None = None,
     ) -> None:
         import ray
         import safetensors.torch
@@ -64,7 +64,7 @@ class ModelActor:
         torch.set_num_threads(threads)
         codec = Codec(CodecConfig.model_validate(blob["config"]))
         codec.load_state_dict(safetensors.torch.load(blob["weights"]), strict=True)
-        self.process = Processor(codec.to(device).eval(), mode, decode_dtype, search, beam)
+        self.process = Processor(codec.to(device).eval(), mode, decode_dtype, search)
         self.dtype = np.int64 if mode == "decode" else np.float32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -126,6 +126,7 @@ def run_ray(
     info: ModelInfo,
     args: argparse.Namespace,
     sink: Sink,
+    search: SearchSettings | None = None,
 ) -> None:
     """Run `batches` (their concatenation keeps the length bucketing) on Ray; uses the Ray
     instance already initialised in this process, else `ray.init(address=args.ray)` (a new
@@ -175,8 +176,7 @@ def run_ray(
                 "device": args.device,
                 "threads": 1,
                 "decode_dtype": args.decode_dtype,
-                "search": getattr(args, "search", 0),
-                "beam": getattr(args, "beam", 1),
+                "search": search,
             },
             batch_size=args.batch_size,
             batch_format="numpy",

@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from codec import tokenfile
 from codec.audio import AudioError, encode_audio_bytes, read_audio, to_mono
+from codec.search import settings_from
 from server import errors, streams
 from server.batching import BatcherClosed, QueueFull
 from server.limits import BodyLimitMiddleware, bearer_token, key_allowed
@@ -59,6 +60,8 @@ MAX_RATE_FACTOR = 1000
 MAX_SEARCH_CANDIDATES = 32
 # A beam of 4 costs ~2.5 greedy searches and gave the measured gain (docs/search.md).
 MAX_SEARCH_BEAM = 8
+# Each refining pass costs about one more greedy search (docs/search.md).
+MAX_SEARCH_REFINE = 4
 T = TypeVar("T")
 
 ModelParam = Annotated[
@@ -88,6 +91,16 @@ BeamParam = Annotated[
         le=MAX_SEARCH_BEAM,
         description="With search: keep the W best token sequences instead of the best one (a "
         "beam search; closer to the input, ~2.5x slower at W = 4). 1: greedy.",
+    ),
+]
+RefineParam = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_SEARCH_REFINE,
+        description="With search: choose every token again this many more times, each pass "
+        "hearing the tokens the previous one chose after it (closer to the input; each pass "
+        "costs about one greedy search more). 0: one pass.",
     ),
 ]
 StreamParam = Annotated[
@@ -250,6 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model: ModelParam = None,
         search: SearchParam = 0,
         beam: BeamParam = 1,
+        refine: RefineParam = 0,
     ) -> Response:
         """Audio (any rate, any channel count) -> token ids.
 
@@ -261,6 +275,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise errors.bad_request(f"search needs a causal model; {runner.name!r} is not")
         if beam > 1 and not search:
             raise errors.bad_request("beam needs search (e.g. ?search=8&beam=4)")
+        if refine and not search:
+            raise errors.bad_request("refine needs search (e.g. ?search=8&refine=1)")
+        try:
+            search_settings = settings_from(search, runner.codec.config, beam, refine)
+        except ValueError as e:
+            raise errors.bad_request(str(e)) from None
         media = _media_type(request)
         if media == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=4)
@@ -278,7 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limit = settings.max_search_audio_seconds
             limit_name = " for search encoding (WAVTOK_MAX_SEARCH_AUDIO_SECONDS)"
         wav = await run_in_threadpool(_prepare_audio, data, runner, limit, limit_name)
-        codes = await _until_done_or_gone(request, runner.encode(wav, search, beam))
+        codes = await _until_done_or_gone(request, runner.encode(wav, search_settings))
         c = runner.codec
         if TOKEN_TYPE in request.headers.get("accept", ""):
             header = tokenfile.TokenHeader.for_model(c, wav.shape[-1])

@@ -22,7 +22,7 @@ import torch
 
 from codec.model import Codec, resolve_model_dir
 from codec.precision import decode_autocast, decode_dtype
-from codec.search import encode_with, settings_from
+from codec.search import SearchSettings, encode_with
 from server import errors
 from server.batching import DynamicBatcher
 from server.metrics import Metrics
@@ -38,8 +38,8 @@ _BATCH_BUDGET_SECONDS = 120.0
 @dataclass
 class EncodeItem:
     wav: torch.Tensor  # (T,) float32 at the model's rate
-    search: int = 0  # candidates per frame for search encoding (codec/search.py); 0: nearest
-    beam: int = 1  # token sequences the search keeps
+    # How tokens are chosen (codec/search.py, checked for this model); None: the nearest code.
+    search: SearchSettings | None = None
     # Set when nobody waits for the result any more; a running search then stops.
     abandoned: threading.Event = field(default_factory=threading.Event)
 
@@ -124,12 +124,12 @@ class ModelRunner:
         results: list[np.ndarray | BaseException] = [RuntimeError("not run")] * len(items)
         lengths = [int(it.wav.shape[-1]) for it in items]
         groups = []
-        for search in sorted({(it.search, it.beam) for it in items}):
-            # Items batch only with others of the same search setting.
-            members = [i for i, it in enumerate(items) if (it.search, it.beam) == search]
+        for search in dict.fromkeys(it.search for it in items):
+            # Items batch only with others of the same search settings.
+            members = [i for i, it in enumerate(items) if it.search == search]
             for group in _groups([lengths[i] for i in members], self._budget):
                 groups.append((search, [members[j] for j in group]))
-        for (search, beam), group in groups:
+        for search, group in groups:
             try:
                 wav = torch.zeros(len(group), 1, max(lengths[i] for i in group))
                 for row, i in enumerate(group):
@@ -138,7 +138,7 @@ class ModelRunner:
                     self.codec,
                     wav,
                     torch.tensor([lengths[i] for i in group]),
-                    settings_from(search, self.codec.config, beam),
+                    search,
                     lambda group=group: all(items[i].abandoned.is_set() for i in group),
                 )
                 codes = codes.cpu().numpy()
@@ -173,13 +173,12 @@ class ModelRunner:
         return results
 
     # -- async API ------------------------------------------------------------------------------
-    async def encode(self, wav: torch.Tensor, search: int = 0, beam: int = 1) -> np.ndarray:
-        """(T,) samples at the model's rate -> (F,) int64 codes; `search` > 0 picks them by
-        `codec.search.search_encode` with that many candidates per frame, keeping `beam` token
-        sequences."""
-        item = EncodeItem(wav, search, beam)
+    async def encode(self, wav: torch.Tensor, search: SearchSettings | None = None) -> np.ndarray:
+        """(T,) samples at the model's rate -> (F,) int64 codes; with `search` (from
+        `codec.search.settings_from` for this model) they are chosen by `search_encode`."""
+        item = EncodeItem(wav, search)
         try:
-            codes = await (self.searcher if search else self.encoder).submit(item)
+            codes = await (self.encoder if search is None else self.searcher).submit(item)
         except asyncio.CancelledError:
             item.abandoned.set()
             raise

@@ -376,12 +376,17 @@ def test_encode_search_writes_the_library_searchs_tokens(
         tmp_path / "offline-model", "--search", "4",
     )  # fmt: skip
     assert_one_line_error(code, err, "causal")
-    for bad in (["--beam", "2"], ["--search", "4", "--beam", "0"]):
-        code, _, err = run(
-            capsys, "encode", tmp_path / "in.wav", tmp_path / "t.wtok", "--model",
-            tiny_model_dir, *bad,
-        )  # fmt: skip
-        assert_one_line_error(code, err, "beam")
+    bad_options = {
+        "beam": (["--beam", "2"], ["--search", "4", "--beam", "0"]),
+        "refine": (["--refine", "1"], ["--search", "4", "--refine", "-1"]),
+    }
+    for option, bads in bad_options.items():
+        for bad in bads:
+            code, _, err = run(
+                capsys, "encode", tmp_path / "in.wav", tmp_path / "t.wtok", "--model",
+                tiny_model_dir, *bad,
+            )  # fmt: skip
+            assert_one_line_error(code, err, option)
     assert not (tmp_path / "t.wtok").exists() and not (tmp_path / "r.wav").exists()
 
     # A beam search: the library's beam search, other tokens than the greedy search's.
@@ -395,3 +400,14 @@ def test_encode_search_writes_the_library_searchs_tokens(
     )
     np.testing.assert_array_equal(tokenfile.load(tmp_path / "b.wtok")[0], beamed[0].numpy())
     assert (beamed != searched).any()
+    # A refining pass: the library's, other tokens than one pass's.
+    code, _, err = run(
+        capsys, "encode", tmp_path / "in.wav", tmp_path / "p.wtok", "--model", tiny_model_dir,
+        "--search", "4", "--refine", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    refined, _ = search_encode(
+        tiny_causal, wav, settings=settings_from(4, tiny_causal.config, refine=1)
+    )
+    np.testing.assert_array_equal(tokenfile.load(tmp_path / "p.wtok")[0], refined[0].numpy())
+    assert (refined != searched).any()

@@ -134,7 +134,19 @@ def test_encode_with_search_matches_the_library_search(client, server, codec):
     expected, _ = search_encode(codec, wav[None, None], settings=settings)
     assert np.array_equal(beamed.codes, expected[0].numpy())
     assert not np.array_equal(beamed.codes, result.codes)
-    for bad in ({"search": "-1"}, {"search": "33"}, {"search": "x"}, {"search": 4, "beam": 0}):
+    refined = client.encode(data, search=4, refine=1)
+    settings = settings_from(4, codec.config, refine=1)
+    expected, _ = search_encode(codec, wav[None, None], settings=settings)
+    assert np.array_equal(refined.codes, expected[0].numpy())
+    assert not np.array_equal(refined.codes, result.codes)
+    bads = (
+        {"search": "-1"},
+        {"search": "33"},
+        {"search": "x"},
+        {"search": 4, "beam": 0},
+        {"search": 4, "refine": 5},
+    )
+    for bad in bads:
         r = httpx.post(
             f"{server[0]}/v1/encode",
             content=data,
@@ -149,6 +161,13 @@ def test_encode_with_search_matches_the_library_search(client, server, codec):
         params={"beam": 2},
     )
     assert r.status_code == 422 and "beam needs search" in r.text
+    r = httpx.post(
+        f"{server[0]}/v1/encode",
+        content=data,
+        headers={"content-type": "audio/wav"},
+        params={"refine": 1},
+    )
+    assert r.status_code == 422 and "refine needs search" in r.text
 
 
 def test_plain_requests_do_not_wait_for_a_search(client, server):

@@ -186,6 +186,14 @@ def test_search_encode_is_the_library_search_and_a_job_of_its_own(
     ids, _ = tokenfile.load(out / Path(name).with_suffix(".wtok"))
     settings = settings_from(3, tiny_causal.config, beam=2)
     assert np.array_equal(ids, search_encode(tiny_causal, wav, settings=settings)[0][0].numpy())
+    # So is a refined search.
+    assert transcode(*argv, "--search", 3, "--beam", 2, "--refine", 1) == 0
+    assert "7 done, 0 skipped" in capsys.readouterr().out
+    ids, _ = tokenfile.load(out / Path(name).with_suffix(".wtok"))
+    settings = settings_from(3, tiny_causal.config, beam=2, refine=1)
+    assert np.array_equal(ids, search_encode(tiny_causal, wav, settings=settings)[0][0].numpy())
+    assert transcode(*argv, "--search", 3, "--beam", 2, "--refine", 1) == 0
+    assert "0 done, 7 skipped" in capsys.readouterr().out
     # ... and back to the nearest codes: searched tokens are not taken as done either.
     assert transcode(*argv) == 0
     assert "7 done, 0 skipped" in capsys.readouterr().out
