@@ -197,20 +197,19 @@ def _search_pass(
     ahead, hop = settings.ahead, codec.hop_length
     frames = inputs.code_lengths
     batch, n_frames, k = top.shape
-    # Each item's candidates' latents, item-major rows (b * k + j), and past an item's end the
-    # latents offline decoding sees there, so that trials end as a decode of that item ends.
-    cand = codec.quantizer.decode(top.transpose(1, 2).reshape(batch * k, n_frames))
-    cand = torch.nn.functional.pad(cand, (0, ahead + 1))
-    past_end = torch.arange(n_frames + ahead + 1, device=cand.device) >= frames[:, None]
-    cand = torch.where(
-        past_end.repeat_interleave(k, 0)[:, None], decoder.end_latents(cand, cand.shape[-1]), cand
-    )
+    past_end = torch.arange(n_frames + ahead + 1, device=top.device) >= frames[:, None]
+
+    def latents(ids: torch.Tensor, rows_per_item: int) -> torch.Tensor:
+        """(N, F) ids -> (N, D, F + ahead + 1) latents, and past an item's end the latents
+        offline decoding sees there, so that trials end as a decode of that item ends."""
+        out = torch.nn.functional.pad(codec.quantizer.decode(ids), (0, ahead + 1))
+        end = past_end.repeat_interleave(rows_per_item, 0)[:, None]
+        return torch.where(end, decoder.end_latents(out, out.shape[-1]), out)
+
+    # Each item's candidates' latents, item-major rows (b * k + j).
+    cand = latents(top.transpose(1, 2).reshape(batch * k, n_frames), k)
     # (B, D, F + ahead + 1): the latents trials decode after the tried token.
-    if following is None:
-        after = cand[::k]  # the nearest codes
-    else:
-        after = torch.nn.functional.pad(codec.quantizer.decode(following), (0, ahead + 1))
-        after = torch.where(past_end[:, None], decoder.end_latents(after, after.shape[-1]), after)
+    after = cand[::k] if following is None else latents(following, 1)
     mel = _CompressedMel(codec.sample_rate, hop).to(cand.device)
     # Trials near the end decode past it: there the input is silence, as in `inputs.wav`.
     # Mel frames are hop-aligned, so the input's are computed once: frame j spans token frames

@@ -84,8 +84,8 @@ def probe(item: Item, mode: str, out_dir: Path, job: dict, journal: Journal) -> 
     Sets `item.duration_s` (seconds) for bucketing and progress."""
     from codec.transcode_core import sha256_file
 
-    # Keys a job sets only when not at their default (`search`, `beam`, `refine`): a record without one
-    # must not match a job with it, nor a record with one a job without it.
+    # Keys a job sets only when not at their default (`search`, `beam`, `refine`): a record
+    # without one must not match a job with it, nor a record with one a job without it.
     keys = set(job) | set(OPTIONAL_JOB_KEYS)
     same_job = lambda r: all(r.get(k) == job.get(k) for k in keys)  # noqa: E731
     rec = journal.manifest.get(item.rel)

@@ -389,25 +389,14 @@ def test_encode_search_writes_the_library_searchs_tokens(
             assert_one_line_error(code, err, option)
     assert not (tmp_path / "t.wtok").exists() and not (tmp_path / "r.wav").exists()
 
-    # A beam search: the library's beam search, other tokens than the greedy search's.
-    code, _, err = run(
-        capsys, "encode", tmp_path / "in.wav", tmp_path / "b.wtok", "--model", tiny_model_dir,
-        "--search", "4", "--beam", "3",
-    )  # fmt: skip
-    assert code == 0, err
-    beamed, _ = search_encode(
-        tiny_causal, wav, settings=settings_from(4, tiny_causal.config, beam=3)
-    )
-    np.testing.assert_array_equal(tokenfile.load(tmp_path / "b.wtok")[0], beamed[0].numpy())
-    assert (beamed != searched).any()
-    # A refining pass: the library's, other tokens than one pass's.
-    code, _, err = run(
-        capsys, "encode", tmp_path / "in.wav", tmp_path / "p.wtok", "--model", tiny_model_dir,
-        "--search", "4", "--refine", "1",
-    )  # fmt: skip
-    assert code == 0, err
-    refined, _ = search_encode(
-        tiny_causal, wav, settings=settings_from(4, tiny_causal.config, refine=1)
-    )
-    np.testing.assert_array_equal(tokenfile.load(tmp_path / "p.wtok")[0], refined[0].numpy())
-    assert (refined != searched).any()
+    # A beam search and a refining pass: the library's, other tokens than one greedy pass's.
+    for option, value in (("beam", 3), ("refine", 1)):
+        code, _, err = run(
+            capsys, "encode", tmp_path / "in.wav", tmp_path / "o.wtok", "--model",
+            tiny_model_dir, "--search", "4", f"--{option}", str(value),
+        )  # fmt: skip
+        assert code == 0, err
+        settings = settings_from(4, tiny_causal.config, **{option: value})
+        expected, _ = search_encode(tiny_causal, wav, settings=settings)
+        np.testing.assert_array_equal(tokenfile.load(tmp_path / "o.wtok")[0], expected[0].numpy())
+        assert (expected != searched).any(), option

@@ -154,20 +154,14 @@ def test_encode_with_search_matches_the_library_search(client, server, codec):
             params=bad,
         )
         assert r.status_code == 422 and list(bad)[-1] in r.text, (bad, r.text)
-    r = httpx.post(
-        f"{server[0]}/v1/encode",
-        content=data,
-        headers={"content-type": "audio/wav"},
-        params={"beam": 2},
-    )
-    assert r.status_code == 422 and "beam needs search" in r.text
-    r = httpx.post(
-        f"{server[0]}/v1/encode",
-        content=data,
-        headers={"content-type": "audio/wav"},
-        params={"refine": 1},
-    )
-    assert r.status_code == 422 and "refine needs search" in r.text
+    for option, value in (("beam", 2), ("refine", 1)):
+        r = httpx.post(
+            f"{server[0]}/v1/encode",
+            content=data,
+            headers={"content-type": "audio/wav"},
+            params={option: value},
+        )
+        assert r.status_code == 422 and f"{option} needs search" in r.text
 
 
 def test_plain_requests_do_not_wait_for_a_search(client, server):
