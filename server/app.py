@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
-import math
-import re
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, TypeVar
 
 import numpy as np
-import soundfile as sf
 import torch
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from codec import tokenfile
-from codec.audio import AudioError, encode_audio_bytes, read_audio, to_mono
+from codec.audio import encode_audio_bytes
 from codec.search import settings_from
-from server import errors, streams
+from server import errors, inputs, streams
 from server.batching import BatcherClosed, QueueFull
 from server.limits import BodyLimitMiddleware, bearer_token, key_allowed
 from server.metrics import Metrics, MetricsMiddleware
@@ -54,8 +50,6 @@ from server.schemas import (
 from server.settings import Settings
 
 log = logging.getLogger("wavtok.server")
-# 147 covers 44.1 kHz family rates, 588 covers 176.4 kHz; odd rates like 23999 Hz are refused.
-MAX_RATE_FACTOR = 1000
 # Search cost grows with the candidates; past ~16 the fidelity stops improving (docs/search.md).
 MAX_SEARCH_CANDIDATES = 32
 # A beam of 4 costs ~2.5 greedy searches and gave the measured gain (docs/search.md).
@@ -112,10 +106,6 @@ def _errors(*codes: int) -> dict:
     return {c: {"model": ErrorResponse} for c in codes}
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 async def _until_done_or_gone(request: Request, work: Awaitable[T]) -> T:
     """Await `work`; if the client disconnects first, cancel it (withdrawing a queued item)."""
     task = asyncio.ensure_future(work)
@@ -140,46 +130,6 @@ async def _until_done_or_gone(request: Request, work: Awaitable[T]) -> T:
         raise errors.overloaded(f"server is overloaded ({e}); retry later") from None
     except BatcherClosed as e:
         raise errors.APIError(503, "shutting_down", str(e)) from None
-
-
-def _check_rate(rate: int, target: int) -> None:
-    # Resampling cost grows with the reduced ratio: 23999 -> 24000 Hz needs ~10 GB of kernels.
-    if not 1000 <= rate <= 384_000 or rate // math.gcd(rate, target) > MAX_RATE_FACTOR:
-        raise errors.invalid_audio(
-            f"unsupported sample rate {rate} Hz; use a standard rate (8000, 16000, 22050, "
-            f"24000, 44100, 48000, ...)"
-        )
-
-
-def _prepare_audio(
-    data: bytes, runner: ModelRunner, max_seconds: float, limit_name: str = ""
-) -> torch.Tensor:
-    if not data:
-        raise errors.invalid_audio("request body is empty")
-    target = runner.codec.sample_rate
-
-    def too_long(seconds: float) -> errors.APIError:
-        return errors.invalid_audio(
-            f"audio is {seconds:.1f} s long; the limit{limit_name} is {max_seconds} s"
-        )
-
-    try:
-        # The header alone tells the length; refuse long audio before decoding all of it.
-        info = sf.info(io.BytesIO(data))
-    except Exception:  # unreadable: read_audio below gives the user-facing reason
-        info = None
-    if info is not None and info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
-        raise too_long(info.frames / info.samplerate)
-    try:
-        wav, sr = read_audio(data)
-        _check_rate(sr, target)
-        if wav.shape[-1] / sr > max_seconds:
-            raise too_long(wav.shape[-1] / sr)
-        return to_mono(wav, sr, target)
-    except AudioError as e:
-        # libsndfile names the in-memory buffer object; that means nothing to a client.
-        message = re.sub(r"<bytes>: |Error opening <[^>]*>: ", "", str(e))
-        raise errors.invalid_audio(message) from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -281,7 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             search_settings = settings_from(search, runner.codec.config, beam, refine)
         except ValueError as e:
             raise errors.bad_request(str(e)) from None
-        media = _media_type(request)
+        media = inputs.media_type(request)
         if media == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=4)
             upload = form.get("file")
@@ -297,7 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if search and settings.max_search_audio_seconds < limit:
             limit = settings.max_search_audio_seconds
             limit_name = " for search encoding (WAVTOK_MAX_SEARCH_AUDIO_SECONDS)"
-        wav = await run_in_threadpool(_prepare_audio, data, runner, limit, limit_name)
+        wav = await run_in_threadpool(inputs.prepare_audio, data, runner, limit, limit_name)
         codes = await _until_done_or_gone(request, runner.encode(wav, search_settings))
         c = runner.codec
         if TOKEN_TYPE in request.headers.get("accept", ""):
@@ -331,7 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stream: StreamParam = False,
     ) -> Response:
         """Token ids (JSON `DecodeRequest`, or a `.wtok` file) -> audio at the model's rate."""
-        media = _media_type(request)
+        media = inputs.media_type(request)
         if media not in ("application/json", TOKEN_TYPE):
             raise errors.unsupported_media(media, ["application/json", TOKEN_TYPE])
         body = await request.body()
@@ -341,7 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 req = DecodeRequest.model_validate_json(body)
                 ids = np.asarray(req.codes, np.int64)
             except ValidationError as e:
-                raise errors.invalid_codes(_first_error(e)) from None
+                raise errors.invalid_codes(inputs.first_error(e)) from None
             except OverflowError:
                 raise errors.invalid_codes("code ids must fit in 64-bit integers") from None
             name, num_samples, codebook_id = req.model, req.num_samples, req.codebook_id
@@ -352,7 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise errors.invalid_codes(str(e)) from None
             name, num_samples, codebook_id = header.model, header.num_samples, None
         runner = registry.get(model or name)
-        codes = _checked_codes(runner, ids, header, codebook_id, settings)
+        codes = inputs.checked_codes(runner, ids, header, codebook_id, settings)
         total = codes.shape[-1] * runner.codec.hop_length
         if num_samples is not None and not 1 <= num_samples <= total:
             raise errors.invalid_codes(f"num_samples must lie in [1, {total}] for these codes")
@@ -432,35 +382,3 @@ async def _stream_body(
         # Closing the decoder generator stops decoding when the client has gone away.
         await chunks.aclose()
         release()
-
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err['msg']}" if where else err["msg"]
-
-
-def _checked_codes(
-    runner: ModelRunner, ids: np.ndarray, header, codebook_id: str | None, settings: Settings
-):
-    c = runner.codec
-    problem = header.mismatch(c, int(ids.size)) if header else None
-    if problem is None and codebook_id is not None and codebook_id != c.codebook_id:
-        problem = (
-            f"codes were encoded with codebook {codebook_id} but model {c.name!r} has codebook "
-            f"{c.codebook_id}; decode with the model that encoded them"
-        )
-    if problem:
-        raise errors.invalid_codes(problem)
-    codes = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).reshape(-1)
-    try:
-        c.check_codes(codes)
-    except ValueError as e:
-        raise errors.invalid_codes(str(e)) from None
-    max_frames = int(settings.max_audio_seconds * c.frame_rate)
-    if codes.shape[-1] > max_frames:
-        raise errors.invalid_codes(
-            f"{codes.shape[-1]} frames exceed the limit of {max_frames} "
-            f"({settings.max_audio_seconds} s)"
-        )
-    return codes
