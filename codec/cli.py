@@ -1,4 +1,4 @@
-"""The `wavtok` command line: encode, decode, roundtrip and info, plus extension commands.
+"""The `wavtok` command line: encode, decode and roundtrip, plus extension commands.
 
 Extension modules (`EXTENSION_MODULES`) each expose `register(subparsers)`, which adds
 subparsers whose `func(args) -> int` runs the command. A module that does not exist yet is
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 PROG = "wavtok"
 EXTENSION_MODULES = [
+    "codec.info",
     "codec.evaluate",
     "codec.train_cli",
     "codec.data",
@@ -83,7 +84,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _describe(err: BaseException) -> str:
+def describe_error(err: BaseException) -> str:
     """A one-line message for `err`; OS errors name the file rather than quoting errno."""
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         return _one_line(f"{err.filename}: {err.strerror}")
@@ -241,108 +242,6 @@ def cmd_roundtrip(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_fields(fields: dict[str, object]) -> None:
-    width = max(len(k) for k in fields)
-    for key, value in fields.items():
-        print(f"{key + ':':<{width + 1}} {value}")
-
-
-def _info_tokens(path: Path) -> None:
-    import torch
-
-    from codec import tokenfile
-    from codec.quantizer import codebook_usage
-
-    ids, header = tokenfile.load(path)
-    size = path.stat().st_size
-    duration = header.duration_s()
-    usage = codebook_usage(torch.from_numpy(ids), header.codebook_size)
-    fields: dict[str, object] = {"file": path, "kind": "token file"}
-    fields.update(header.model_dump())
-    if header.codebook_id is None:
-        fields["codebook_id"] = "none (written before token files recorded it: not checked)"
-    fields["duration_s"] = f"{duration:.3f}"
-    fields["size_bytes"] = size
-    fields["bitrate_bps"] = f"{8 * size / duration:.1f}" if duration > 0 else "n/a"
-    fields["payload_bitrate_bps"] = f"{header.frame_rate * header.bits_per_code:.1f}"
-    fields["codes_used"] = f"{usage.codes_used} of {usage.codebook_size}"
-    fields["entropy_bits"] = f"{usage.entropy_bits + 0.0:.3f}"  # no "-0.000"
-    fields["perplexity"] = f"{usage.perplexity:.1f}"
-    _print_fields(fields)
-
-
-def _info_audio(path: Path) -> None:
-    import soundfile as sf
-
-    from codec.audio import AudioError
-
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{path}: unreadable audio ({_describe(e)})") from None
-    _print_fields(
-        {
-            "file": path,
-            "kind": "audio",
-            "format": f"{info.format} {info.subtype}",
-            "sample_rate": info.samplerate,
-            "channels": info.channels,
-            "samples": info.frames,
-            "duration_s": f"{info.frames / info.samplerate:.3f}" if info.samplerate else "n/a",
-        }
-    )
-
-
-def _info_model(target: str) -> None:
-    from codec.config import CodecConfig, named_configs
-    from codec.model import CONFIG_FILE, Codec, codebook_id_of, resolve_model_dir
-
-    try:
-        model_dir = resolve_model_dir(target)
-        cfg, kind = CodecConfig.from_yaml(model_dir / CONFIG_FILE), "model"
-        codebook_id = codebook_id_of(model_dir)
-    except FileNotFoundError:
-        if target not in named_configs():
-            raise
-        cfg, kind = CodecConfig.named(target), "config preset (no weights)"
-        codebook_id = "n/a (no weights)"
-    params = sum(p.numel() for p in Codec(cfg).parameters())
-    _print_fields(
-        {
-            "name": cfg.name,
-            "kind": kind,
-            "causal": cfg.causal,
-            "sample_rate": cfg.sample_rate,
-            "hop_length": cfg.hop_length,
-            "frame_rate_hz": f"{cfg.frame_rate:g}",
-            "codebook_size": cfg.quantizer.codebook_size,
-            "codebook_id": codebook_id,
-            "bitrate_bps": f"{cfg.bitrate:g}",
-            "params": f"{params:,}",
-            "latency_ms": f"{cfg.streaming_latency_ms:.1f}" if cfg.causal else "n/a (offline only)",
-        }
-    )
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from codec.audio import AUDIO_EXTENSIONS
-    from codec.tokenfile import MAGIC
-
-    path = Path(args.target)
-    if path.is_file():
-        with open(path, "rb") as f:
-            is_tokens = f.read(len(MAGIC)) == MAGIC
-        if is_tokens or path.suffix.lower() == TOKEN_SUFFIX:
-            _info_tokens(path)
-        else:
-            _info_audio(path)
-    elif not path.exists() and path.suffix.lower() in (*AUDIO_EXTENSIONS, TOKEN_SUFFIX):
-        raise FileNotFoundError(f"{path}: no such file")
-    else:
-        _info_model(args.target)
-    return 0
-
-
 # -- parser -------------------------------------------------------------------------------------
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -361,15 +260,15 @@ def _register_extensions(subparsers: argparse._SubParsersAction) -> None:
             # Absent module (or absent parent package): that command is simply not built yet.
             if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
                 continue
-            _warn(f"commands from {name} unavailable: {_describe(e)}")
+            _warn(f"commands from {name} unavailable: {describe_error(e)}")
             continue
         except Exception as e:  # a broken extension must not take the built-in commands down
-            _warn(f"commands from {name} unavailable: {type(e).__name__}: {_describe(e)}")
+            _warn(f"commands from {name} unavailable: {type(e).__name__}: {describe_error(e)}")
             continue
         try:
             module.register(subparsers)
         except Exception as e:
-            _warn(f"commands from {name} unavailable: {type(e).__name__}: {_describe(e)}")
+            _warn(f"commands from {name} unavailable: {type(e).__name__}: {describe_error(e)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,10 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_argument(p)
     p.set_defaults(func=cmd_roundtrip)
 
-    p = sub.add_parser("info", help="describe a token file, an audio file or a model")
-    p.add_argument("target", help="a .wtok file, an audio file, a model directory or name")
-    p.set_defaults(func=cmd_info)
-
     _register_extensions(sub)
     return parser
 
@@ -420,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as e:
-        print(f"{PROG}: error: {_describe(e)}", file=sys.stderr)
+        print(f"{PROG}: error: {describe_error(e)}", file=sys.stderr)
         return 1
 
 

@@ -315,7 +315,8 @@ def test_broken_extension_does_not_break_cli(capsys, monkeypatch, tiny_model_dir
     broken = types.ModuleType("fake_ext_broken")
     broken.register = lambda subparsers: (_ for _ in ()).throw(ImportError("needs libfoo"))
     monkeypatch.setitem(sys.modules, "fake_ext_broken", broken)
-    monkeypatch.setattr(cli, "EXTENSION_MODULES", ["fake_ext_broken"])
+    # A broken module listed first must not stop the ones after it (`info` is one).
+    monkeypatch.setattr(cli, "EXTENSION_MODULES", ["fake_ext_broken", "codec.info"])
     code, out, err = run(capsys, "info", tiny_model_dir)
     assert code == 0 and "wavtok-tiny-causal" in out
     assert "warning" in err and "needs libfoo" in err
