@@ -29,6 +29,7 @@ PROG = "wavtok"
 EXTENSION_MODULES = [
     "codec.info",
     "codec.evaluate",
+    "codec.compare",
     "codec.train_cli",
     "codec.data",
     "codec.transcode",

@@ -218,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
 
     from codec.cli import search_settings
     from codec.model import Codec, resolve_model_dir
-    from codec.report import EvalRun, write_report
+    from codec.pitch import median_f0
+    from codec.report import EvalRun, voice_table, write_report
 
     codec = Codec.from_pretrained(args.model, device=args.device)
     clips, skipped = load_clips(paths, data_dir)
@@ -248,9 +249,14 @@ def run(args: argparse.Namespace) -> int:
         skipped=skipped,
         dnsmos=with_dnsmos,
         references={c.name: c.wav.numpy() for c in clips if c.name in _examples(clips)},
+        voice_f0={c.name: median_f0(c.wav, REF_RATE) for c in clips},
     )
     table = write_report(run_result, out_dir)
     print(table)
+    if voices := voice_table(run_result):
+        print(
+            f"\nBy voice pitch (PESQ-wb / STOI, clips grouped by the reference's median F0):\n{voices}"
+        )
     print(f"\n{len(clips)} clips scored, {len(skipped)} skipped; report in {out_dir}/report.md")
     return 0
 

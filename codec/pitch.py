@@ -49,6 +49,19 @@ def estimate_f0(
     return f0, voiced
 
 
+MIN_VOICED_FRAMES = 10
+
+
+def median_f0(wav: torch.Tensor, sample_rate: int) -> float | None:
+    """(T,) mono samples -> the median F0 in Hz over its voiced frames (`estimate_f0`, 75 frames a
+    second at 24 kHz), or None when fewer than `MIN_VOICED_FRAMES` are voiced (too little
+    speech to say whose voice it is). `wavtok eval` groups its clips by this."""
+    f0, voiced = estimate_f0(wav.reshape(1, -1), sample_rate, max(1, round(sample_rate / 75)))
+    if int(voiced.sum()) < MIN_VOICED_FRAMES:
+        return None
+    return float(f0[voiced].median())
+
+
 def frame_period(seg: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, F, W) zero-mean frames -> (period in samples (B, F), fractional; normalised
     autocorrelation at that period (B, F), ~1 for a periodic frame, ~0 for noise).

@@ -33,6 +33,15 @@ COLUMNS = (
     ("entropy_bits", "entropy (bits)", "{:.2f}"),
 )
 SPECTROGRAM_CLIPS = 3
+# Clips grouped by their reference's median F0 (`codec.pitch.median_f0`): (label, low Hz, high
+# Hz). Roughly low (most male), middle and high (most female) voices; a codec that plays pitch
+# imprecisely loses most on high voices, whose harmonics stay resolved to higher frequencies.
+VOICE_GROUPS = (
+    ("under 140 Hz", 0.0, 140.0),
+    ("140-180 Hz", 140.0, 180.0),
+    ("180 Hz and over", 180.0, math.inf),
+)
+VOICE_METRICS = ("pesq_wb", "stoi", "mel_l1")
 
 
 @dataclass
@@ -93,7 +102,9 @@ class SystemResult:
 class EvalRun:
     """A whole evaluation: the model, the data, the skipped clips and every system's results.
 
-    `references` maps the spectrogram clips' names to their (T,) reference at `MEL_RATE`.
+    `references` maps the spectrogram clips' names to their (T,) reference at `MEL_RATE`;
+    `voice_f0` maps each clip's name to its reference's median F0 in Hz (None: too little voiced
+    speech), which groups the clips by voice.
     """
 
     model: dict[str, object]
@@ -102,6 +113,7 @@ class EvalRun:
     skipped: list[tuple[str, str]]
     dnsmos: bool
     references: dict[str, np.ndarray] = field(default_factory=dict)
+    voice_f0: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def num_clips(self) -> int:
@@ -130,6 +142,64 @@ def markdown_table(run: EvalRun) -> str:
     return "\n".join(lines)
 
 
+def voice_group(f0_hz: float | None) -> str | None:
+    """A median F0 in Hz -> the label of its `VOICE_GROUPS` entry (None for None)."""
+    if f0_hz is None:
+        return None
+    return next(label for label, low, high in VOICE_GROUPS if low <= f0_hz < high)
+
+
+def by_voice(run: EvalRun) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """{system key: {voice group: {"clips": n, metric: mean}}} over the clips of each group that
+    has any; the ground truth and clips without a median F0 are left out."""
+    groups = {name: voice_group(f0) for name, f0 in run.voice_f0.items()}
+    out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for system in run.systems:
+        if system.kind == "reference":
+            continue
+        rows = {}
+        for label, _, _ in VOICE_GROUPS:
+            scores = [
+                sc
+                for c, sc in zip(system.clips, system.scores, strict=True)
+                if groups.get(c) == label
+            ]
+            if scores:
+                means = mean_scores(scores)
+                rows[label] = {"clips": len(scores), **{m: means[m] for m in VOICE_METRICS}}
+        out[system.key] = rows
+    return out
+
+
+def _clips(count: int) -> str:
+    return f"{count} clip" if count == 1 else f"{count} clips"
+
+
+def voice_table(run: EvalRun) -> str:
+    """A markdown table of PESQ-wb / STOI per system and voice group ("" without voice F0s)."""
+    table = by_voice(run)
+    present = [g for g, _, _ in VOICE_GROUPS if any(g in rows for rows in table.values())]
+    if not present:
+        return ""
+    counts = {g: next(rows[g]["clips"] for rows in table.values() if g in rows) for g in present}
+    head = ["system", *(f"{g} ({_clips(counts[g])})" for g in present)]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * len(present)) + "|",
+    ]
+    for system in run.systems:
+        rows = table.get(system.key)
+        if rows is None:
+            continue
+        cells = []
+        for g in present:
+            row = rows.get(g, {})
+            pesq, stoi = row.get("pesq_wb"), row.get("stoi")
+            cells.append("—" if pesq is None or stoi is None else f"{pesq:.2f} / {stoi:.3f}")
+        lines.append("| " + " | ".join([system.label, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def _json_safe(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -146,6 +216,17 @@ def results_dict(run: EvalRun) -> dict[str, object]:
         "skipped_clips": [{"clip": c, "reason": r} for c, r in run.skipped],
         "dnsmos": run.dnsmos,
         "systems": {s.key: {k: _json_safe(v) for k, v in s.summary().items()} for s in run.systems},
+        "by_voice": {
+            "groups": {
+                label: {"low_hz": low, "high_hz": _json_safe(high)}
+                for label, low, high in VOICE_GROUPS
+            },
+            "clips_without_f0": sum(f0 is None for f0 in run.voice_f0.values()),
+            "systems": {
+                key: {g: {k: _json_safe(v) for k, v in row.items()} for g, row in rows.items()}
+                for key, rows in by_voice(run).items()
+            },
+        },
         "paper_reference": PAPER_POINT,
     }
 
@@ -155,15 +236,18 @@ def write_csv(run: EvalRun, path: Path) -> None:
     metrics = list(ClipScores.__dataclass_fields__)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["system", "clip", "duration_s", "kbps_real", *metrics, "delay_samples"])
+        head = ["system", "clip", "duration_s", "kbps_real", *metrics, "delay_samples", "ref_f0_hz"]
+        writer.writerow(head)
         for s in run.systems:
             for clip, sc, bits, dur, delay in zip(
                 s.clips, s.scores, s.bits, s.durations, s.delays, strict=True
             ):
                 kbps = "" if bits is None else f"{bits / dur / 1000:.4f}"
                 values = ["" if (v := getattr(sc, m)) is None else f"{v:.4f}" for m in metrics]
+                f0 = run.voice_f0.get(clip)
                 writer.writerow(
-                    [s.key, clip, f"{dur:.3f}", kbps, *values, "" if delay is None else delay]
+                    [s.key, clip, f"{dur:.3f}", kbps, *values]
+                    + ["" if delay is None else delay, "" if f0 is None else f"{f0:.1f}"]
                 )
 
 
@@ -274,6 +358,22 @@ def plot_quality_vs_bitrate(run: EvalRun, path: Path) -> None:
     plt.close(fig)
 
 
+def _voice_section(run: EvalRun) -> list[str]:
+    table = voice_table(run)
+    if not table:
+        return []
+    missing = sum(f0 is None for f0 in run.voice_f0.values())
+    note = f" ({_clips(missing)} with too little voiced speech left out)" if missing else ""
+    return [
+        "## By voice pitch",
+        "",
+        "PESQ-wb / STOI over the clips grouped by the reference's median F0" + note + ".",
+        "",
+        table,
+        "",
+    ]
+
+
 def _markdown(run: EvalRun, table: str, spectrograms: list[Path]) -> str:
     model = run.model
     lines = [
@@ -294,6 +394,7 @@ def _markdown(run: EvalRun, table: str, spectrograms: list[Path]) -> str:
         f"Reference point: {PAPER_POINT['label']}, {PAPER_POINT['kbps']} kbps, "
         f"PESQ-wb {PAPER_POINT['pesq_wb']}, STOI {PAPER_POINT['stoi']} (LibriTTS test-clean).",
         "",
+        *_voice_section(run),
         "![quality vs bitrate](quality_vs_bitrate.png)",
         "",
     ]

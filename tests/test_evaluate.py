@@ -82,6 +82,16 @@ def test_eval_end_to_end(tiny_model, data_dir, tmp_path, capsys):
 
     rows = (out / "per_clip.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3 * 2
+    # Both clips are real speech, so each has a median F0 and falls in a voice group.
+    assert rows[0].endswith(",ref_f0_hz") and all(
+        60 < float(r.split(",")[-1]) < 400 for r in rows[1:]
+    )
+    voices = results["by_voice"]
+    assert voices["clips_without_f0"] == 0 and set(voices["systems"]) == {"model", "codec2_3200"}
+    assert sum(g["clips"] for g in voices["systems"]["model"].values()) == 2
+    assert (
+        "By voice pitch" in captured.out and "## By voice pitch" in (out / "report.md").read_text()
+    )
     assert "Codec2 3200" in (out / "report.md").read_text()
 
 

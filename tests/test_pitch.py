@@ -52,3 +52,16 @@ def test_pitch_branch_reads_a_tone_precisely():
     assert (feats[1] > 0.9).all()
     # The soft semitone bins peak at the tone's bin (180 Hz is 19 semitones above 60).
     assert (feats[3:].argmax(0) == 19).all()
+
+
+def test_median_f0_of_a_voice_and_of_noise():
+    from codec.pitch import median_f0
+
+    assert median_f0(_harmonic(210.0, seconds=1.0), 24000) == pytest.approx(210.0, rel=0.01)
+    # The same tone at 16 kHz: the frame rate follows the sample rate.
+    t = torch.arange(16000) / 16000
+    tone16 = sum(torch.sin(2 * math.pi * h * 120.0 * t) / h for h in range(1, 20))
+    assert median_f0(tone16, 16000) == pytest.approx(120.0, rel=0.01)
+    noise = torch.randn(24000, generator=torch.Generator().manual_seed(0))
+    assert median_f0(noise, 24000) is None
+    assert median_f0(torch.zeros(24000), 24000) is None
