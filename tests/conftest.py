@@ -21,6 +21,8 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRITTS = Path(__file__).resolve().parents[1].parent / "shared/data/test/libritts_test_clean"
+TRAIN_CLIPS = ROOT.parent / "shared/data/train/speech/cmu_arctic"
+TINY_TRAIN = ROOT / "codec/configs/train/tiny-test.yaml"
 
 
 def speechlike(num_samples: int, seed: int = 0, sample_rate: int = 24000) -> torch.Tensor:
@@ -270,3 +272,28 @@ def libritts_clip() -> Path:
 def signal() -> Callable[..., torch.Tensor]:
     """`speechlike` as a fixture, for tests that need deterministic audio."""
     return speechlike
+
+
+def tiny_train_config():
+    """The tiny training recipe, on one thread and without a quick eval."""
+    from codec.trainconfig import TrainConfig
+
+    return TrainConfig.from_yaml(TINY_TRAIN).model_copy(update={"threads": 1, "eval_data": None})
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real training clips prepared (`wavtok data prepare`) into 2 s segments."""
+    import shutil
+
+    from codec.data import prepare
+
+    if not TRAIN_CLIPS.is_dir():
+        pytest.skip(f"{TRAIN_CLIPS} is absent")
+    src = tmp_path_factory.mktemp("src")
+    for clip in sorted(TRAIN_CLIPS.glob("*.wav"))[:2]:
+        shutil.copy(clip, src / clip.name)
+    out = tmp_path_factory.mktemp("prepared")
+    stats = prepare([src], out, segment_seconds=2.0)
+    assert stats["segments"] >= 2
+    return out
