@@ -6,7 +6,7 @@ side is better. Each side is a report directory (its `per_clip.csv`) or several 
 commas, e.g. an eval run in parts; `--system-a` / `--system-b` pick a row of each (the model by
 default, or a baseline such as `codec2_3200`). Only the clips both sides scored are compared.
 With the reference's median F0 in the CSVs (`ref_f0_hz`, written since 2026-12-03), the
-PESQ-wb and STOI differences are also given per voice group (`codec.report.VOICE_GROUPS`).
+PESQ-wb and STOI differences are also given per voice group (`codec.pitch.VOICE_GROUPS`).
 """
 
 from __future__ import annotations
@@ -98,14 +98,14 @@ def paired(a: Side, b: Side, clips: list[str], column: str, higher_better: bool)
 
 
 def _group_of(row: dict[str, str]) -> str | None:
-    from codec.report import voice_group
+    from codec.pitch import voice_group
 
     return voice_group(_value(row, "ref_f0_hz"))
 
 
 def compare_text(a: Side, b: Side) -> str:
     """The comparison as text: a table per metric, then per voice group where known."""
-    from codec.report import VOICE_GROUPS
+    from codec.pitch import VOICE_GROUPS
 
     clips = sorted(set(a.rows) & set(b.rows))
     if not clips:
@@ -126,7 +126,7 @@ def compare_text(a: Side, b: Side) -> str:
     if any(groups.values()):
         lines += ["", "By voice pitch (reference's median F0): A - B (s.e.), A better on", ""]
         lines += ["| voice | clips | PESQ-wb | STOI |", "|---|---:|---:|---:|"]
-        for label, _, _ in VOICE_GROUPS:
+        for label, _, _, _ in VOICE_GROUPS:
             members = [c for c in clips if groups[c] == label]
             if not members:
                 continue

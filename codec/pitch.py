@@ -50,6 +50,15 @@ def estimate_f0(
 
 
 MIN_VOICED_FRAMES = 10
+# Voices by median F0: (label, short key, low Hz, high Hz). Roughly low (most male), middle and
+# high (most female) voices; a codec that plays pitch imprecisely loses most on high voices,
+# whose harmonics stay resolved to higher frequencies. `wavtok eval`, `wavtok compare` and the
+# training quick eval group clips by these.
+VOICE_GROUPS = (
+    ("under 140 Hz", "low", 0.0, 140.0),
+    ("140-180 Hz", "mid", 140.0, 180.0),
+    ("180 Hz and over", "high", 180.0, math.inf),
+)
 
 
 def median_f0(wav: torch.Tensor, sample_rate: int) -> float | None:
@@ -60,6 +69,13 @@ def median_f0(wav: torch.Tensor, sample_rate: int) -> float | None:
     if int(voiced.sum()) < MIN_VOICED_FRAMES:
         return None
     return float(f0[voiced].median())
+
+
+def voice_group(f0_hz: float | None) -> str | None:
+    """A median F0 in Hz -> the label of its `VOICE_GROUPS` entry (None for None)."""
+    if f0_hz is None:
+        return None
+    return next(label for label, _, low, high in VOICE_GROUPS if low <= f0_hz < high)
 
 
 def frame_period(seg: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:

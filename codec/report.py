@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from codec.metrics import MEL_RATE, ClipScores, mean_scores
+from codec.pitch import VOICE_GROUPS, voice_group
 
 # WavTokenizer (Ji et al. 2024), LibriTTS test-clean, 40 tokens/s single codebook.
 PAPER_POINT = {"label": "WavTokenizer paper", "kbps": 0.9, "pesq_wb": 2.37, "stoi": 0.914}
@@ -33,14 +34,6 @@ COLUMNS = (
     ("entropy_bits", "entropy (bits)", "{:.2f}"),
 )
 SPECTROGRAM_CLIPS = 3
-# Clips grouped by their reference's median F0 (`codec.pitch.median_f0`): (label, low Hz, high
-# Hz). Roughly low (most male), middle and high (most female) voices; a codec that plays pitch
-# imprecisely loses most on high voices, whose harmonics stay resolved to higher frequencies.
-VOICE_GROUPS = (
-    ("under 140 Hz", 0.0, 140.0),
-    ("140-180 Hz", 140.0, 180.0),
-    ("180 Hz and over", 180.0, math.inf),
-)
 VOICE_METRICS = ("pesq_wb", "stoi", "mel_l1")
 
 
@@ -142,13 +135,6 @@ def markdown_table(run: EvalRun) -> str:
     return "\n".join(lines)
 
 
-def voice_group(f0_hz: float | None) -> str | None:
-    """A median F0 in Hz -> the label of its `VOICE_GROUPS` entry (None for None)."""
-    if f0_hz is None:
-        return None
-    return next(label for label, low, high in VOICE_GROUPS if low <= f0_hz < high)
-
-
 def by_voice(run: EvalRun) -> dict[str, dict[str, dict[str, float | int | None]]]:
     """{system key: {voice group: {"clips": n, metric: mean}}} over the clips of each group that
     has any; the ground truth and clips without a median F0 are left out."""
@@ -158,7 +144,7 @@ def by_voice(run: EvalRun) -> dict[str, dict[str, dict[str, float | int | None]]
         if system.kind == "reference":
             continue
         rows = {}
-        for label, _, _ in VOICE_GROUPS:
+        for label, _, _, _ in VOICE_GROUPS:
             scores = [
                 sc
                 for c, sc in zip(system.clips, system.scores, strict=True)
@@ -178,7 +164,7 @@ def _clips(count: int) -> str:
 def voice_table(run: EvalRun) -> str:
     """A markdown table of PESQ-wb / STOI per system and voice group ("" without voice F0s)."""
     table = by_voice(run)
-    present = [g for g, _, _ in VOICE_GROUPS if any(g in rows for rows in table.values())]
+    present = [g for g, _, _, _ in VOICE_GROUPS if any(g in rows for rows in table.values())]
     if not present:
         return ""
     counts = {g: next(rows[g]["clips"] for rows in table.values() if g in rows) for g in present}
@@ -219,7 +205,7 @@ def results_dict(run: EvalRun) -> dict[str, object]:
         "by_voice": {
             "groups": {
                 label: {"low_hz": low, "high_hz": _json_safe(high)}
-                for label, low, high in VOICE_GROUPS
+                for label, _, low, high in VOICE_GROUPS
             },
             "clips_without_f0": sum(f0 is None for f0 in run.voice_f0.values()),
             "systems": {

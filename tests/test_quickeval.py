@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from conftest import speechlike
 
@@ -30,3 +31,16 @@ def test_quick_eval_scores_clips_from_across_the_folder(tmp_path: Path, tiny_cau
     scores, last = quick_eval(tiny_causal, tmp_path, 2)
     assert math.isfinite(scores["pesq"]) and -1.0 <= scores["stoi"] <= 1.0
     assert last.numel() == 48000  # the last clip in the folder, not the second
+
+
+def test_quick_eval_scores_each_voice_group(tmp_path: Path, tiny_causal: Codec):
+    """Clips of a low and a high voice: PESQ per voice group beside the overall mean."""
+    import torch
+
+    t = torch.arange(24000) / 24000
+    for name, f0 in (("a_low", 110.0), ("b_high", 220.0)):
+        tone = sum(torch.sin(2 * math.pi * h * f0 * t) / h for h in range(1, 20))
+        sf.write(tmp_path / f"{name}.wav", (0.1 * tone).numpy(), 24000)
+    scores, _ = quick_eval(tiny_causal, tmp_path, 2)
+    assert set(scores) == {"pesq", "stoi", "pesq_low", "pesq_high"}  # no clip at 140-180 Hz
+    assert scores["pesq"] == pytest.approx((scores["pesq_low"] + scores["pesq_high"]) / 2)

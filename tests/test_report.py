@@ -8,7 +8,8 @@ import json
 import pytest
 
 from codec.metrics import ClipScores
-from codec.report import EvalRun, SystemResult, by_voice, voice_group, voice_table, write_report
+from codec.pitch import voice_group
+from codec.report import EvalRun, SystemResult, by_voice, voice_table, write_report
 
 
 def _system(key: str, kind: str, pesq: dict[str, float]) -> SystemResult:
