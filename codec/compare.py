@@ -43,8 +43,11 @@ def read_side(spec: str, system: str) -> Side:
         csv_path = path / "per_clip.csv" if path.is_dir() else path
         if not csv_path.is_file():
             raise FileNotFoundError(f"{part}: no per_clip.csv (write one with wavtok eval --out)")
-        with open(csv_path, newline="") as f:
-            table = list(csv.DictReader(f))
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as f:
+                table = list(csv.DictReader(f))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ValueError(f"{csv_path}: not a wavtok eval per_clip.csv ({e})") from None
         if not table or "system" not in table[0] or "clip" not in table[0]:
             raise ValueError(f"{csv_path}: not a wavtok eval per_clip.csv")
         mine = [r for r in table if r["system"] == system]

@@ -96,6 +96,17 @@ def test_errors_are_one_line(two_runs, tmp_path, capsys, argv, message):
     assert err.startswith("wavtok: error:") and message in err and "\n" not in err
 
 
+def test_files_that_are_not_reports(tmp_path, capsys):
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)))
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    for path in (binary, other):
+        assert main(["compare", str(path), str(path)]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: not a wavtok eval per_clip.csv" in err and err.count("\n") == 1
+
+
 def test_no_common_clips(tmp_path, capsys):
     a = _report(tmp_path / "a", [("model", "x", 1.0, 0.5, 1.0)])
     b = _report(tmp_path / "b", [("model", "y", 1.0, 0.5, 1.0)])
