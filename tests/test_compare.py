@@ -112,3 +112,19 @@ def test_no_common_clips(tmp_path, capsys):
     b = _report(tmp_path / "b", [("model", "y", 1.0, 0.5, 1.0)])
     assert main(["compare", str(a), str(b)]) == 1
     assert "no clip in common" in capsys.readouterr().err
+
+
+def test_shipped_per_clip_results_pair_up():
+    """The default model's committed per-clip results (its model card's figures) stay readable
+    by `wavtok compare` and cover the same 99 clips."""
+    from conftest import ROOT
+
+    shipped = ROOT / "models/wavtok-cpu-75hz-causal/eval"
+    nearest = read_side(str(shipped / "nearest"), "model")
+    codec2 = read_side(str(shipped / "nearest"), "codec2_3200")
+    searched = read_side(str(shipped / "search16-beam4"), "model")
+    assert len(nearest.rows) == 99 and set(nearest.rows) == set(codec2.rows) == set(searched.rows)
+    clips = sorted(nearest.rows)
+    gain = paired(searched, nearest, clips, "pesq_wb", higher_better=True)
+    assert gain.diff > 0 and gain.mean_b == pytest.approx(1.2808, abs=1e-4)
+    assert "| 180 Hz and over | 54 |" in compare_text(searched, codec2)
