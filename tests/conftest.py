@@ -297,3 +297,19 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stats = prepare([src], out, segment_seconds=2.0)
     assert stats["segments"] >= 2
     return out
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The transcode tests' corpus (`transcode_corpus.make_corpus`); treat as read-only."""
+    from transcode_corpus import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def reference(corpus: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The corpus encoded locally by the tiny causal model; treat as read-only."""
+    from transcode_corpus import encode_reference
+
+    return encode_reference(corpus, tiny_model_dir, tmp_path_factory.mktemp("reference"))

@@ -7,7 +7,6 @@ well under a second; the Ray tests share one local two-CPU instance.
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import signal
@@ -18,102 +17,26 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
 from conftest import ROOT, speechlike
+from transcode_corpus import (
+    BAD,
+    GOOD,
+    SR,
+    STATE,
+    stats,
+    temp_files,
+    transcode,
+    tree,
+    with_suffix,
+)
 
 from codec import Codec, cli, tokenfile
 from codec.audio import load_mono
 from codec.precision import decode_dtype
 from codec.transcode_core import read_jsonl
-
-SR = 24000
-ARCTIC = ROOT.parent / "shared/data/train/speech/cmu_arctic"
-GOOD = [
-    "a.wav",
-    "b.flac",
-    "c.ogg",
-    "silent.wav",
-    "stereo.wav",
-    "sub/deeper/arctic.wav",
-    "sub/low.wav",
-]
-BAD = {"corrupt.wav": "unreadable audio", "short.wav": "too short"}
-STATE = ".wavtok-transcode"
-
-
-def transcode(*argv) -> int:
-    return cli.main(["transcode", *(str(a) for a in argv)])
-
-
-def tree(root: Path, suffix: str) -> dict[str, bytes]:
-    """Relative path -> bytes of every `suffix` file under `root`, state dir excluded."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob(f"*{suffix}"))
-        if STATE not in p.parts
-    }
-
-
-def stats(root: Path) -> dict[str, tuple[int, int]]:
-    """(mtime, inode) of every file but summary.json, which each run rewrites."""
-    return {
-        str(p): (p.stat().st_mtime_ns, p.stat().st_ino)
-        for p in root.rglob("*")
-        if p.is_file() and p.name != "summary.json"
-    }
-
-
-def temp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*.tmp")]
-
-
-def with_suffix(names, suffix: str) -> set[str]:
-    return {Path(n).with_suffix(suffix).as_posix() for n in names}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    (root / "sub/deeper").mkdir(parents=True)
-    sf.write(root / "a.wav", speechlike(SR, 1).numpy(), SR, subtype="PCM_16")
-    sf.write(root / "b.flac", speechlike(16800, 2).numpy(), SR)
-    sf.write(root / "c.ogg", speechlike(12000, 3).numpy(), SR, format="OGG", subtype="VORBIS")
-    stereo = np.stack([speechlike(26460, s, 44100).numpy() for s in (4, 5)], axis=1)
-    sf.write(root / "stereo.wav", stereo, 44100, subtype="FLOAT")
-    sf.write(root / "sub/low.wav", speechlike(12800, 6, 16000).numpy(), 16000, subtype="PCM_16")
-    arctic = sorted(ARCTIC.glob("*.wav"))
-    if arctic:
-        shutil.copy(arctic[0], root / "sub/deeper/arctic.wav")
-    else:  # same shape as the real clip: 16 kHz speech-like, a few seconds
-        sf.write(root / "sub/deeper/arctic.wav", speechlike(40000, 7, 16000).numpy(), 16000)
-    sf.write(root / "silent.wav", np.zeros(12000, np.float32), SR, subtype="PCM_16")
-    sf.write(root / "short.wav", np.full(100, 0.1, np.float32), SR, subtype="PCM_16")
-    (root / "corrupt.wav").write_bytes(np.random.default_rng(0).bytes(3000))
-    (root / "notes.txt").write_text("not audio\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def reference(corpus: Path, tiny_model_dir: Path, tmp_path_factory) -> Path:
-    """An uninterrupted local encode (4 files a batch, 2 loader threads); treat as read-only."""
-    out = tmp_path_factory.mktemp("reference")
-    assert (
-        transcode("encode", corpus, out, "--model", tiny_model_dir, "--batch-size", 4, "--quiet")
-        == 0
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield ray
-    ray.shutdown()
 
 
 # -- encode -------------------------------------------------------------------------------------
@@ -338,72 +261,6 @@ def test_roundtrip_keeps_sample_counts(corpus, tiny_model_dir, tmp_path):
         info = sf.info(str(tmp_path / Path(name).with_suffix(".wav")))
         assert info.frames == load_mono(corpus / name, SR)[0].numel() and info.samplerate == SR
     assert set(read_jsonl(tmp_path / STATE / "errors.jsonl")) == set(BAD)
-
-
-# -- shards -------------------------------------------------------------------------------------
-def test_shards_hold_the_right_rows_deterministically(
-    corpus, reference, tiny_model_dir, tmp_path, capsys
-):
-    a, b = tmp_path / "a", tmp_path / "b"
-    common = ("--model", tiny_model_dir, "--shards", "--shard-size", 3, "--quiet")
-    assert transcode("encode", corpus, a, *common) == 0
-    assert transcode("encode", corpus, b, *common, "--batch-size", 1, "--workers", 0) == 0
-    names = sorted(p.name for p in a.glob("*.parquet"))
-    assert names == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
-    assert not tree(a, ".wtok")  # tokens only in the state dir, no mirrored tree
-    assert tree(a, ".parquet") == tree(b, ".parquet")  # byte-identical
-
-    table = pa.concat_tables([pq.read_table(a / n) for n in names])
-    assert table.num_rows == len(GOOD) and [pq.read_metadata(a / n).num_rows for n in names] == [
-        3,
-        3,
-        1,
-    ]
-    assert table.column("path").to_pylist() == sorted(GOOD)
-    assert table.schema.field("codes").type.value_type == pa.uint16()
-    for row in table.to_pylist():
-        ids, header = tokenfile.load(reference / Path(row["path"]).with_suffix(".wtok"))
-        assert row["codes"] == ids.tolist() and row["num_frames"] == ids.size
-        assert (row["num_samples"], row["sample_rate"], row["model"]) == (
-            header.num_samples,
-            SR,
-            "wavtok-tiny-causal",
-        )
-        assert row["frame_rate"] == 75.0 and row["duration"] == header.num_samples / SR
-
-    capsys.readouterr()
-    before = stats(a)
-    assert transcode("encode", corpus, a, *common) == 0
-    assert "shards: 3 (0 written)" in capsys.readouterr().out
-    assert all(stats(a)[p] == before[p] for p in before if p.endswith(".parquet"))
-
-
-# -- Ray ----------------------------------------------------------------------------------------
-def test_ray_encode_matches_local_bytes(ray_local, corpus, reference, tiny_model_dir, tmp_path):
-    code = transcode(
-        "encode", corpus, tmp_path, "--model", tiny_model_dir, "--batch-size", 3, "--quiet", "--ray"
-    )
-    assert code == 0
-    assert tree(tmp_path, ".wtok") == tree(reference, ".wtok")
-    assert set(read_jsonl(tmp_path / STATE / "errors.jsonl")) == set(BAD)
-    manifest = read_jsonl(tmp_path / STATE / "manifest.jsonl")
-    assert {k: v["output_sha256"] for k, v in manifest.items()} == {
-        k: v["output_sha256"] for k, v in read_jsonl(reference / STATE / "manifest.jsonl").items()
-    }
-
-
-def test_ray_decode_matches_local(ray_local, reference, tiny_model_dir, tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "ray"
-    assert transcode("decode", reference, local, "--model", tiny_model_dir, "--quiet") == 0
-    assert (
-        transcode("decode", reference, remote, "--model", tiny_model_dir, "--quiet", "--ray") == 0
-    )
-    a, b = tree(local, ".wav"), tree(remote, ".wav")
-    assert set(a) == set(b) == with_suffix(GOOD, ".wav")
-    for name in a:
-        x, _ = sf.read(str(local / name), dtype="int16")
-        y, _ = sf.read(str(remote / name), dtype="int16")
-        assert x.shape == y.shape and np.abs(x.astype(int) - y).max() <= 1, name
 
 
 # -- arguments and units ------------------------------------------------------------------------
