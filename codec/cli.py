@@ -5,7 +5,8 @@ subparsers whose `func(args) -> int` runs the command. A module that does not ex
 skipped; one that fails to load is reported as a warning so the built-in commands still work.
 
 Any `ValueError`, `OSError` or `RuntimeError` from a command becomes one line on stderr,
-`wavtok: error: <message>`, and exit status 1. Models, audio libraries and numerical work load
+`wavtok: error: <message>`, and exit status 1; output piped into a reader that stops early
+(`| head`) ends quietly with status 141, as for other Unix tools. Models, audio libraries and numerical work load
 only inside the command that needs them.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -315,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`wavtok compare ... | head`): not an error worth a message, and
+        # Python must not try to flush into the closed pipe again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except USER_ERRORS as e:
         print(f"{PROG}: error: {describe_error(e)}", file=sys.stderr)
         return 1

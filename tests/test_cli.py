@@ -401,3 +401,31 @@ def test_encode_search_writes_the_library_searchs_tokens(
         expected, _ = search_encode(tiny_causal, wav, settings=settings)
         np.testing.assert_array_equal(tokenfile.load(tmp_path / "o.wtok")[0], expected[0].numpy())
         assert (expected != searched).any(), option
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`wavtok ... | head`: the reader leaves early; no error message, status 141."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from codec import cli\n"
+        "def flood(args):\n"
+        "    for _ in range(100000):\n"
+        "        print('x' * 80)\n"
+        "    return 0\n"
+        "parser = cli.build_parser\n"
+        "def build():\n"
+        "    p = parser()\n"
+        "    p._subparsers._group_actions[0].add_parser('flood').set_defaults(func=flood)\n"
+        "    return p\n"
+        "cli.build_parser = build\n"
+        "sys.exit(cli.main(['flood']))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == ""
