@@ -91,6 +91,7 @@ class Trainer:
         # order they are added to the generator's loss.
         rate = self.codec.sample_rate
         optional = {
+            "mel_compressed": lambda: MultiResolutionMelLoss(rate, compression=0.3),
             "stft": lambda: MultiResolutionSTFTLoss(max_hz=cfg.stft_max_hz, sample_rate=rate),
             "envelope": lambda: BandEnvelopeLoss(rate),
             "pesq": lambda: PesqProxyLoss(rate),

@@ -14,6 +14,9 @@ class LossWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mel: float = 45.0
+    # Mel L1 over mel powers ** 0.3 (losses.MultiResolutionMelLoss(compression=0.3)), beside
+    # the log-mel L1; 0 leaves it out.
+    mel_compressed: float = 0.0
     # Linear-frequency multi-resolution STFT loss; 0 leaves it out (WavTokenizer has none).
     stft: float = 0.0
     # Band-envelope correlation (losses.BandEnvelopeLoss); 0 leaves it out.

@@ -53,6 +53,25 @@ def test_stft_loss_has_gradients():
     assert fake.grad is not None and torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
 
 
+def test_compressed_mel_loss_weighs_loud_sound_above_quiet_where_log_mel_does_not():
+    log_mel, compressed = MultiResolutionMelLoss(), MultiResolutionMelLoss(compression=0.3)
+    loud = _harmonic(150.0)
+    quiet = 0.01 * loud
+    assert float(compressed(loud, loud)) == 0.0
+    # The same 10% gain error: log-mel scores it the same at any level (above its floor).
+    log_ratio = float(log_mel(1.1 * loud, loud)) / float(log_mel(1.1 * quiet, quiet))
+    compressed_ratio = float(compressed(1.1 * loud, loud)) / float(compressed(1.1 * quiet, quiet))
+    assert log_ratio == pytest.approx(1.0, abs=0.05)
+    assert compressed_ratio > 10.0
+
+
+def test_compressed_mel_loss_has_finite_gradients_on_digital_silence():
+    compressed = MultiResolutionMelLoss(compression=0.3)
+    fake = torch.zeros(2, 1, 4800, requires_grad=True)
+    compressed(fake, 0.1 * torch.randn(2, 1, 4800)).backward()
+    assert fake.grad is not None and torch.isfinite(fake.grad).all()
+
+
 def _modulated_noise(seed: int, rate_hz: float | None, seconds: float = 2.0) -> torch.Tensor:
     """Noise whose level rises and falls at `rate_hz` (None: steady), like syllables."""
     n = int(seconds * 24000)

@@ -275,6 +275,17 @@ def test_metric_proxy_losses_train(prepared, tmp_path, name):
     assert key not in Trainer(_cfg(), [prepared], tmp_path / "off", "cpu").train_step()
 
 
+def test_compressed_mel_loss_trains_beside_the_log_mel_loss(prepared, tmp_path):
+    data = _cfg().model_dump()
+    data["losses"]["mel_compressed"] = 10.0
+    trainer = Trainer(TrainConfig.model_validate(data), [prepared], tmp_path / "cm", "cpu")
+    logs = [trainer.train_step() for _ in range(2)]
+    assert all(
+        math.isfinite(e["loss/mel_compressed"]) and e["loss/mel_compressed"] > 0 for e in logs
+    )
+    assert all(e["loss/mel_compressed"] != e["loss/mel"] for e in logs)
+
+
 def test_a_non_finite_gradient_skips_the_update(prepared, tmp_path):
     trainer = Trainer(_cfg(), [prepared], tmp_path / "nan", "cpu")
     real_mel_loss = trainer.mel_loss
