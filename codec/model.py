@@ -196,13 +196,18 @@ class Codec(nn.Module):
 
     # -- training pass ---------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, f0: torch.Tensor | None = None) -> CodecOutput:
-        """(B, 1, T) samples, T a multiple of the hop -> reconstruction plus VQ output.
+        """(B, 1, T) samples, T a multiple of the hop -> reconstruction plus VQ output. Only the
+        decoder follows an enclosing autocast (mixed-precision training).
 
         With a harmonic source, `f0` (B, T / hop) in Hz (0: unvoiced) drives it (teacher
         forcing) and the output carries the decoder's own pitch prediction for its loss.
         """
-        latents = self.encoder(wav)
-        vq = self.quantizer(latents, self.f0_channel_of(wav))
+        # The encoder runs in float32 under any autocast, as at inference (codec.precision):
+        # the codes must not depend on precision, and on some CPUs bf16 convolutions are wrong
+        # for SEANet's narrow early layers.
+        with torch.autocast(wav.device.type, enabled=False):
+            latents = self.encoder(wav.float())
+            vq = self.quantizer(latents, self.f0_channel_of(wav))
         if self.decoder.head.source is None:
             return CodecOutput(self.decoder(vq.quantized), vq)
         audio, pitch = self.decoder(vq.quantized, f0=f0, with_pitch=True)

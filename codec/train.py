@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from codec import precision
 from codec.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from codec.data import Augment, SegmentDataset
 from codec.discriminators import Discriminators
@@ -126,6 +127,9 @@ class Trainer:
         self.audio_seconds_seen = 0.0
         self.skipped_updates = 0  # updates dropped for a non-finite gradient (not checkpointed)
         self.stop_requested = False
+        # bf16 autocast (CUDA, or `cpu_bf16`), decided at the first step, once the weights are
+        # in place: see `_checked_mixed_precision`.
+        self.mixed_precision: bool | None = None
         self.g_model = self.codec
         self.d_model = self.discs
         self.latent_pitch_model = self.latent_pitch
@@ -215,9 +219,11 @@ class Trainer:
         real = self.data.sample(cfg.batch_size, self.seg_len, self.gen, self.augment).to(
             self.device
         )
+        if self.mixed_precision is None:
+            self.mixed_precision = self._checked_mixed_precision()
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.device.type == "cuda" or cfg.cpu_bf16
+            if self.mixed_precision
             else nullcontext()
         )
         f0 = voiced = None
@@ -310,6 +316,32 @@ class Trainer:
         return logs
 
     # -- loop ------------------------------------------------------------------------------------------
+    def _checked_mixed_precision(self) -> bool:
+        """Whether to train under a bf16 autocast: asked for (CUDA, or `cpu_bf16`) and giving the
+        model's float32 output on a fixed test signal (`precision.MAX_SPECTRAL_ERROR`). Some
+        CPUs' bf16 kernels are wrong for some layers; training through them would wreck the
+        weights, so such a run trains in float32 and says so."""
+        if not (self.device.type == "cuda" or self.cfg.cpu_bf16):
+            return False
+        rate = self.codec.sample_rate
+        t = torch.arange(rate, device=self.device) / rate
+        noise = torch.randn(rate, generator=torch.Generator().manual_seed(0)).to(self.device)
+        wav = (0.3 * torch.sin(2 * math.pi * 150.0 * t) + 0.05 * noise)[None, None]
+        self.codec.eval()
+        try:
+            error = precision.autocast_error(
+                lambda: self.codec(wav).audio, torch.bfloat16, self.device
+            )
+        finally:
+            self.codec.train()
+        if error > precision.MAX_SPECTRAL_ERROR:
+            self.log(
+                f"warning: bf16 autocast is wrong for this model on {self.device} (spectral "
+                f"error {error:.2f} against float32; a faulty bf16 kernel): training in float32"
+            )
+            return False
+        return True
+
     def log(self, msg: str) -> None:
         if self.rank == 0:
             print(msg, flush=True)

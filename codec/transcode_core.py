@@ -191,7 +191,7 @@ class Processor:
         self.search = search
         self.info = ModelInfo.from_config(codec.config, codec.codebook_id)
         # Decoding only (codec/precision.py): encoded tokens never depend on it.
-        self.decode_dtype = precision.decode_dtype(decode_dtype, codec.device)
+        self.decode_dtype = precision.checked_decode_dtype(decode_dtype, codec)
 
     def __call__(self, batch: list[Loaded]) -> list[Result]:
         results = {

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from codec.model import Codec, resolve_model_dir
-from codec.precision import decode_autocast, decode_dtype
+from codec.precision import checked_decode_dtype, decode_autocast
 from codec.search import SearchSettings, encode_with
 from server import errors
 from server.batching import DynamicBatcher
@@ -73,7 +73,7 @@ class ModelRunner:
         self.search_executor = ThreadPoolExecutor(
             1, thread_name_prefix=f"wavtok-{self.name}-search"
         )
-        self._decode_dtype = decode_dtype(settings.dtype, codec.device)
+        self._decode_dtype = checked_decode_dtype(settings.dtype, codec)
         self._budget = int(_BATCH_BUDGET_SECONDS * codec.sample_rate)
         self.encoder = self._batcher("encode", self._encode_batch, settings, self.executor)
         self.decoder = self._batcher("decode", self._decode_batch, settings, self.executor)

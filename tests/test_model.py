@@ -179,3 +179,17 @@ def test_missing_model_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "half" / "MODEL_CARD.md").write_text("# half\nRun `make model-half`.\n")
     with pytest.raises(FileNotFoundError, match="no model.safetensors.*MODEL_CARD.md says how"):
         Codec.from_pretrained("half")
+
+
+def test_training_pass_encodes_in_float32_under_an_autocast(tiny_causal: Codec):
+    """Only the decoder follows a bf16 autocast: the codes are the float32 encoder's, as at
+    inference, whatever a CPU's bf16 convolutions do."""
+    wav = speechlike(24000, seed=4)[None, None]
+    model = tiny_causal.eval()
+    with torch.no_grad():
+        reference = model(wav)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(wav)
+    assert mixed.vq.lookup.dtype == torch.float32
+    assert torch.equal(mixed.vq.codes, reference.vq.codes)
+    assert torch.equal(mixed.vq.codes, model.encode(wav)[0])

@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT
 from conftest import tiny_train_config as _cfg
 
+from codec import precision
 from codec.checkpoint import list_checkpoints, load_checkpoint
 from codec.config import CodecConfig
 from codec.data import prepare
@@ -133,19 +134,55 @@ def test_discriminator_families_subset(prepared, tmp_path):
             TrainConfig.model_validate(data)
 
 
+def record_training_dtype(dtypes: list[torch.dtype]):
+    """A forward hook that records output dtypes of training passes only (not of the eval-mode
+    passes that check bf16 before the first step)."""
+
+    def hook(module: torch.nn.Module, _inputs, out: torch.Tensor) -> None:
+        if module.training:
+            dtypes.append(out.dtype)
+
+    return hook
+
+
 def test_cpu_bf16_autocast_trains_with_float32_weights_and_losses(prepared, tmp_path):
     trainer = Trainer(_cfg().model_copy(update={"cpu_bf16": True}), [prepared], tmp_path, "cpu")
     dtypes: list[torch.dtype] = []
     first_linear = next(
         m for m in trainer.codec.decoder.modules() if isinstance(m, torch.nn.Linear)
     )
-    first_linear.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    first_linear.register_forward_hook(record_training_dtype(dtypes))
     logs = [trainer.train_step() for _ in range(2)]  # the warm-up step, then an adversarial one
     assert dtypes == [torch.bfloat16, torch.bfloat16]
     assert all(math.isfinite(v) for entry in logs for v in entry.values())
     assert logs[-1]["loss/discriminator"] > 0 and logs[-1]["loss/feature_matching"] > 0
     assert all(p.dtype == torch.float32 for p in trainer.codec.parameters())
     assert trainer.codec.quantizer.vq._codebook.embed.dtype == torch.float32
+
+
+def test_bf16_that_gets_the_model_wrong_trains_in_float32_and_says_so(
+    prepared, tmp_path, monkeypatch, capsys
+):
+    """A faulty bf16 kernel (seen on an AMX CPU: SEANet's first downsampling conv ~100% off)
+    would wreck the weights within a few steps; the first step checks the model's output."""
+    checked: list[float] = []
+
+    def faulty(run, dtype, device):
+        checked.append(float(run().abs().mean()))  # the model's real output, in eval mode
+        return 1.0
+
+    monkeypatch.setattr(precision, "autocast_error", faulty)
+    trainer = Trainer(_cfg().model_copy(update={"cpu_bf16": True}), [prepared], tmp_path, "cpu")
+    dtypes: list[torch.dtype] = []
+    first_linear = next(
+        m for m in trainer.codec.decoder.modules() if isinstance(m, torch.nn.Linear)
+    )
+    first_linear.register_forward_hook(record_training_dtype(dtypes))
+    trainer.train_step()
+    trainer.train_step()
+    assert len(checked) == 1 and trainer.codec.training
+    assert dtypes == [torch.float32, torch.float32] and trainer.mixed_precision is False
+    assert "bf16 autocast is wrong for this model" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
