@@ -10,7 +10,7 @@ Reduced precision is checked before it is used: some CPUs' oneDNN bf16 convoluti
 results for some layer shapes (an AMX CPU with torch 2.14.1: any Conv1d with 8 input channels
 and a kernel of 8 or 16, such as SEANet's first downsampling layer, is ~100% off). So a model
 decodes a fixed token sequence both ways first (`checked_decode_dtype`), and the trainer runs
-the same check on its model (`autocast_error`); a mismatch falls back to float32 with a warning.
+the same check on its model (`training_autocast_error`); a mismatch falls back to float32 with a warning.
 torch is imported only inside the functions: the CLI builds its parsers from `DTYPE_NAMES`.
 """
 
@@ -91,6 +91,24 @@ def autocast_error(
         with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
             test = run()
     return spectral_error(test, reference)
+
+
+def training_autocast_error(codec, dtype: torch.dtype) -> float:
+    """`autocast_error` of a codec's training pass (`codec(wav).audio`, run in eval mode, then
+    train mode restored) on a fixed 1 s test signal: a 150 Hz tone plus seeded noise."""
+    import math
+
+    import torch
+
+    rate, device, training = codec.sample_rate, codec.device, codec.training
+    t = torch.arange(rate) / rate
+    noise = torch.randn(rate, generator=torch.Generator().manual_seed(0))
+    wav = (0.3 * torch.sin(2 * math.pi * 150.0 * t) + 0.05 * noise)[None, None].to(device)
+    codec.eval()
+    try:
+        return autocast_error(lambda: codec(wav).audio, dtype, device)
+    finally:
+        codec.train(training)
 
 
 def checked_decode_dtype(name: str, codec) -> torch.dtype | None:

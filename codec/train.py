@@ -323,17 +323,7 @@ class Trainer:
         weights, so such a run trains in float32 and says so."""
         if not (self.device.type == "cuda" or self.cfg.cpu_bf16):
             return False
-        rate = self.codec.sample_rate
-        t = torch.arange(rate, device=self.device) / rate
-        noise = torch.randn(rate, generator=torch.Generator().manual_seed(0)).to(self.device)
-        wav = (0.3 * torch.sin(2 * math.pi * 150.0 * t) + 0.05 * noise)[None, None]
-        self.codec.eval()
-        try:
-            error = precision.autocast_error(
-                lambda: self.codec(wav).audio, torch.bfloat16, self.device
-            )
-        finally:
-            self.codec.train()
+        error = precision.training_autocast_error(self.codec, torch.bfloat16)
         if error > precision.MAX_SPECTRAL_ERROR:
             self.log(
                 f"warning: bf16 autocast is wrong for this model on {self.device} (spectral "
