@@ -10,7 +10,8 @@ Reduced precision is checked before it is used: some CPUs' oneDNN bf16 convoluti
 results for some layer shapes (an AMX CPU with torch 2.14.1: any Conv1d with 8 input channels
 and a kernel of 8 or 16, such as SEANet's first downsampling layer, is ~100% off). So a model
 decodes a fixed token sequence both ways first (`checked_decode_dtype`), and the trainer runs
-the same check on its model (`training_autocast_error`); a mismatch falls back to float32 with a warning.
+the same check on its model (`training_autocast_error`); a mismatch falls back to float32 with
+a warning.
 torch is imported only inside the functions: the CLI builds its parsers from `DTYPE_NAMES`.
 """
 
