@@ -38,6 +38,11 @@ MEL_BANDS = 80
 # loudness model uses ~0.23). Log-mel, used before, weighs errors in quiet bands and pauses as
 # much as in speech; this scored higher on PESQ-wb and STOI on all 99 test clips.
 MEL_COMPRESSION = 0.3
+# Differences smaller than this share of the quieter of the two compressed values are not
+# counted: PESQ's perceptual model masks them the same way (its dead zone is 0.25 of the
+# smaller loudness), and a listener does not hear them either, so near-equal trials are
+# ranked by the errors that are heard (docs/search.md, "The dead zone").
+DEAD_ZONE = 0.25
 
 
 class SearchStopped(Exception):
@@ -131,8 +136,10 @@ class _CompressedMel(torch.nn.Module):
 
 def _distance(heard: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(N, MEL_BANDS, J) compressed mel of trials and of the input -> (N, J) their distance per
-    mel frame: the mean absolute difference over bands."""
-    return (heard - target).abs().mean(1)
+    mel frame: the mean over bands of the absolute difference less the dead zone (`DEAD_ZONE`
+    times the smaller of the two), floored at 0."""
+    masked = DEAD_ZONE * torch.minimum(heard, target)
+    return ((heard - target).abs() - masked).clamp(min=0).mean(1)
 
 
 @torch.inference_mode()
