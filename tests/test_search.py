@@ -35,6 +35,14 @@ def _settings(model: Codec, candidates: int = 6, beam: int = 1, refine: int = 0)
     )
 
 
+def _clip_distance(model: Codec, wav: torch.Tensor, codes: torch.Tensor) -> float:
+    """(1, T) input samples and (1, F) tokens -> the search's own distance between the input
+    and the tokens' offline decode, its mean over the whole clip's mel frames."""
+    mel = _CompressedMel(model.sample_rate, model.hop_length)
+    audio, _ = model.decode(codes)
+    return float(_distance(mel(audio[:, 0, : wav.numel()]), mel(wav[None])).mean())
+
+
 # (beam, refine): greedy, a beam, and greedy with a refining pass.
 VARIANTS = [(1, 0), (3, 0), (1, 1)]
 
@@ -83,20 +91,15 @@ def test_search_brings_the_decoded_audio_closer_to_the_input(
     searched, _ = search_encode(model, wav, settings=_settings(model))
     changed = (searched != nearest).float().mean()
     assert changed > 0.1, f"only {changed:.0%} of tokens changed"
-    mel = _CompressedMel(model.sample_rate, hop)
-    target = mel(wav[None])
-
-    def distance(codes: torch.Tensor) -> float:
-        audio, _ = model.decode(codes)
-        return float(_distance(mel(audio[:, 0, : wav.numel()]), target).mean())
 
     # Untrained tiny decoders barely follow their input, so the margins are small; a search
     # that ignored the audio would still lose to the nearest codes, and to random candidates.
     top = model.quantizer.nearest(*_inputs(model, wav), 6)
     gen = torch.Generator().manual_seed(0)
     random = top[0].gather(-1, torch.randint(0, 6, (top.shape[1], 1), generator=gen))[:, 0]
-    assert distance(searched) < distance(nearest)
-    assert distance(searched) < distance(random[None])
+    searched_distance = _clip_distance(model, wav, searched)
+    assert searched_distance < _clip_distance(model, wav, nearest)
+    assert searched_distance < _clip_distance(model, wav, random[None])
 
 
 @pytest.mark.parametrize(("beam", "refine"), VARIANTS)
@@ -132,16 +135,13 @@ def test_a_beam_search_finds_tokens_closer_than_the_greedy_search(
     0.05% over 8 clips, either one ahead); the beam's other tests cover it."""
     model: Codec = request.getfixturevalue(name)
     hop = model.hop_length
-    mel = _CompressedMel(model.sample_rate, hop)
     distance = {1: 0.0, 4: 0.0}
     for seed in (4, 5, 6, 7):
         wav = speechlike(hop * 40, seed=seed)
-        target = mel(wav[None])
         tokens = {}
         for beam in distance:
             tokens[beam], _ = search_encode(model, wav, settings=_settings(model, beam=beam))
-            audio, _ = model.decode(tokens[beam])
-            distance[beam] += float(_distance(mel(audio[:, 0, : wav.numel()]), target).mean())
+            distance[beam] += _clip_distance(model, wav, tokens[beam])
         assert not torch.equal(tokens[1], tokens[4])
     assert distance[4] < distance[1], distance
 
@@ -157,17 +157,14 @@ def test_refining_passes_find_tokens_closer_than_one_pass(
     as shipped: on the tiny model without one the two passes tie (within 0.005%)."""
     model: Codec = request.getfixturevalue(name)
     hop = model.hop_length
-    mel = _CompressedMel(model.sample_rate, hop)
     distance, changed = {0: 0.0, 1: 0.0}, 0
     for seed in (4, 5, 6, 7):
         wav = speechlike(hop * 40, seed=seed)
-        target = mel(wav[None])
         tokens = {}
         for refine in distance:
             settings = _settings(model, refine=refine)
             tokens[refine], _ = search_encode(model, wav, settings=settings)
-            audio, _ = model.decode(tokens[refine])
-            distance[refine] += float(_distance(mel(audio[:, 0, : wav.numel()]), target).mean())
+            distance[refine] += _clip_distance(model, wav, tokens[refine])
         changed += int((tokens[0] != tokens[1]).sum())
     assert changed > 0
     assert distance[1] < distance[0], distance
