@@ -161,3 +161,34 @@ def test_init_from_adds_an_encoder_lookahead_as_a_no_op(prepared, tmp_path, caps
     assert torch.allclose(grown3.codec.eval().encoder(wav), trained, atol=1e-6)
     with pytest.raises(ValueError, match="architecture differs"):
         Trainer(cfg, [prepared], tmp_path / "x", "cpu").init_from(tmp_path / "ahead")
+
+
+def test_init_from_widens_the_decoder_hidden_layers_as_a_no_op(prepared, tmp_path, capsys):
+    """Wider ConvNeXt hidden layers keep the source's units and decode as it does; the added
+    units have zero output weights but train (their gradients are not zero); they cannot
+    shrink back."""
+    cfg = _cfg()
+    source = Trainer(cfg, [prepared], tmp_path / "run", "cpu")
+    source.codec.save_pretrained(tmp_path / "src")
+    plain = source.codec.config
+    units = plain.decoder.intermediate_dim
+    wide = plain.model_copy(
+        update={"decoder": plain.decoder.model_copy(update={"intermediate_dim": 2 * units})}
+    )
+    grown = Trainer(cfg.model_copy(update={"model": wide}), [prepared], tmp_path / "g", "cpu")
+    grown.init_from(tmp_path / "src")
+    assert f"+{units} hidden units per block" in capsys.readouterr().out
+    block, source_block = grown.codec.decoder.layers[0], source.codec.decoder.layers[0]
+    assert block.pwconv1.weight.shape[0] == 2 * units
+    assert torch.equal(block.pwconv1.weight[:units], source_block.pwconv1.weight)
+    assert block.pwconv2.weight[:, units:].abs().sum() == 0
+    assert block.pwconv1.weight[units:].abs().sum() > 0
+    codes = torch.randint(0, plain.quantizer.codebook_size, (2, 12))
+    src = source.codec.eval()
+    decoded = grown.codec.eval().decode(codes)[0]
+    assert torch.allclose(decoded, src.decode(codes)[0], atol=1e-6)
+    block(torch.randn(2, plain.decoder.dim, 6)).square().mean().backward()
+    assert block.pwconv2.weight.grad[:, units:].abs().sum() > 0
+    grown.codec.save_pretrained(tmp_path / "wide")
+    with pytest.raises(ValueError, match="architecture differs"):
+        Trainer(cfg, [prepared], tmp_path / "x", "cpu").init_from(tmp_path / "wide")
