@@ -91,11 +91,15 @@ def grow_from(codec: Codec, source: Codec) -> Growth | None:
     # Wider hidden layers: the source's units fill the first rows (columns) of each block's
     # linear layers; the added units keep their random input weights and get zero output
     # weights, so they add nothing until they train, and their gradients are not zero.
-    hidden = {
-        key: weights.pop(key)
-        for key in list(weights)
-        if growth.hidden_units and ".pwconv" in key and key.startswith("decoder.")
-    }
+    hidden = (
+        {
+            key: weights.pop(key)
+            for key in list(weights)
+            if key.startswith("decoder.layers.") and ".pwconv" in key
+        }
+        if growth.hidden_units
+        else {}
+    )
     codec.load_state_dict(weights, strict=False)
     with torch.no_grad():
         for key, value in hidden.items():
