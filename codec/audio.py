@@ -21,6 +21,16 @@ MAX_SAMPLE_RATE = 768_000
 # torchaudio's polyphase kernel grows with the reduced rate ratio: 23999 -> 24000 Hz would need
 # gigabytes. Ratios are rounded to a denominator this small (under 0.01 % pitch error).
 _MAX_RATIO_DENOMINATOR = 500
+# torchaudio's default filter (6 zero crossings, Hann) leaves images and aliases only ~10 dB
+# down near the lower rate's Nyquist: 8 kHz audio upsampled to 16 kHz gains a mirror of its
+# 3-4 kHz band at 4-5 kHz, which PESQ-wb scored as extra bandwidth (+0.13 for Codec2 3200,
+# docs/evaluation.md). These are librosa's "kaiser_best" settings: images over 55 dB down.
+RESAMPLE_FILTER = {
+    "lowpass_filter_width": 64,
+    "rolloff": 0.9475937167399596,
+    "resampling_method": "sinc_interp_kaiser",
+    "beta": 14.769656459379492,
+}
 
 
 class AudioError(ValueError):
@@ -63,11 +73,20 @@ def to_mono(wav: torch.Tensor, sample_rate: int, target_rate: int) -> torch.Tens
             f"unsupported sample rate {sample_rate} Hz "
             f"(expected {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz)"
         )
-    wav = wav.float()
-    ratio = Fraction(target_rate, sample_rate).limit_denominator(_MAX_RATIO_DENOMINATOR)
-    if ratio != 1:
-        wav = AF.resample(wav, ratio.denominator, ratio.numerator)
-    return wav
+    return resample(wav, sample_rate, target_rate)
+
+
+def resample(wav: torch.Tensor | np.ndarray, rate: int, target: int) -> torch.Tensor:
+    """(..., T) samples at `rate` Hz -> (..., T') float32 samples at `target` Hz.
+
+    Band-limited with `RESAMPLE_FILTER`; the rate ratio is rounded as `_MAX_RATIO_DENOMINATOR`
+    says. Every resampling in the codec, its training data and its evaluation goes through here.
+    """
+    wav = torch.as_tensor(wav, dtype=torch.float32)
+    ratio = Fraction(target, rate).limit_denominator(_MAX_RATIO_DENOMINATOR)
+    if ratio == 1:
+        return wav
+    return AF.resample(wav, ratio.denominator, ratio.numerator, **RESAMPLE_FILTER)
 
 
 def load_mono(source: str | Path | bytes, target_rate: int) -> tuple[torch.Tensor, int]:

@@ -15,7 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
+
+from codec.audio import resample
 
 METRIC_RATE = 16000
 MEL_RATE = 24000
@@ -36,12 +37,6 @@ class ClipScores:
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
-
-
-def resample(wav: torch.Tensor | np.ndarray, rate: int, target: int) -> torch.Tensor:
-    """(T,) samples at `rate` Hz -> (T',) float32 samples at `target` Hz."""
-    wav = torch.as_tensor(wav, dtype=torch.float32)
-    return wav if rate == target else AF.resample(wav, rate, target)
 
 
 def match_length(deg: np.ndarray, length: int) -> np.ndarray:

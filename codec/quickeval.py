@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
-from codec.audio import AUDIO_EXTENSIONS, load_mono
+from codec.audio import AUDIO_EXTENSIONS, load_mono, resample
 
 
 def spread_pick(items: list, count: int) -> list:
@@ -43,8 +42,8 @@ def quick_eval(codec, data_dir: Path, clips: int) -> tuple[dict[str, float], tor
         codes, _ = codec.encode(wav.to(codec.device))
         recon, _ = codec.decode(codes, num_samples=torch.tensor([wav.numel()]))
         recon = recon[0, 0].float().cpu()
-        ref16 = AF.resample(wav, codec.sample_rate, 16000).numpy()
-        deg16 = AF.resample(recon, codec.sample_rate, 16000).numpy()
+        ref16 = resample(wav, codec.sample_rate, 16000).numpy()
+        deg16 = resample(recon, codec.sample_rate, 16000).numpy()
         try:
             pesqs.append(pesq(16000, ref16, deg16, "wb"))
         except Exception:  # pesq raises on e.g. silent output; count it as the floor

@@ -11,6 +11,7 @@ from codec.audio import (
     encode_audio_bytes,
     load_mono,
     read_audio,
+    resample,
     to_mono,
     write_audio,
 )
@@ -94,6 +95,31 @@ def test_to_mono_odd_rates_are_cheap_and_close(rate: int):
     wav = torch.from_numpy(tone(rate, rate)[:, 0].copy())
     out = to_mono(wav, rate, 24000)
     assert abs(out.shape[0] - 24000) <= 24000 * 1e-4
+
+
+def band_share_db(wav: torch.Tensor, rate: int, low_hz: float, high_hz: float) -> float:
+    """Energy of (T,) `wav` between the two frequencies, in dB of its total energy."""
+    power = torch.fft.rfft(wav.double()).abs() ** 2
+    freqs = torch.fft.rfftfreq(wav.shape[-1], 1 / rate)
+    band = power[(freqs >= low_hz) & (freqs < high_hz)].sum()
+    return float(10 * torch.log10(band / power.sum()))
+
+
+def test_resample_leaves_no_images_or_aliases():
+    # White noise fills the whole band up to Nyquist, the worst case for a resampling filter.
+    # With torchaudio's default filter the images of 8 kHz audio at 4.1-6 kHz are ~-21 dB of
+    # the total, which PESQ-wb heard as bandwidth Codec2 does not have.
+    noise = torch.randn(8000 * 4, generator=torch.Generator().manual_seed(0))
+    up = resample(noise, 8000, 16000)
+    assert up.shape[0] == 2 * noise.shape[0]
+    assert band_share_db(up, 16000, 4100, 6000) < -50
+    assert band_share_db(up, 16000, 200, 3500) > -1  # the passband is kept
+    wide = torch.randn(24000 * 4, generator=torch.Generator().manual_seed(1))
+    down = resample(wide, 24000, 8000)
+    # What lies above 4 kHz at 24 kHz must be removed, not folded back below 4 kHz, so the
+    # band just under the new Nyquist is given up: the default filter leaves -22 dB there.
+    assert band_share_db(down, 8000, 3950, 4000) < -30
+    assert band_share_db(down, 8000, 200, 3500) > -1
 
 
 def test_to_mono_rejects_absurd_rates():
