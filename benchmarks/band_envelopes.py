@@ -18,9 +18,9 @@ import torch
 from pystoi import utils
 from pystoi.stoi import BETA, DYN_RANGE, FS, MINFREQ, N_FRAME, NFFT, NUMBAND, OBM, N
 
-from codec.audio import load_mono
+from codec.audio import load_mono, resample
 from codec.baselines import BASELINES, align, run_baseline
-from codec.metrics import METRIC_RATE, resample
+from codec.metrics import METRIC_RATE
 from codec.model import Codec
 
 

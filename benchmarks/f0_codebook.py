@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from harmonic_common import REPO, harmonic_model_and_clips, parser_for
 
-from codec.audio import load_mono
+from codec.audio import load_mono, resample
 from codec.codebook_fit import speech_segment_paths, with_f0_codes
 from codec.config import CODE_F0_RULES
-from codec.metrics import METRIC_RATE, match_length, pesq_wb, resample, stoi_score
+from codec.metrics import METRIC_RATE, match_length, pesq_wb, stoi_score
 from codec.pitch import estimate_f0
 
 

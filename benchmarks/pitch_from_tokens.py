@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from harmonic_common import harmonic_model_and_clips, parser_for
 
-from codec.audio import load_mono
-from codec.metrics import METRIC_RATE, match_length, pesq_wb, resample, stoi_score
+from codec.audio import load_mono, resample
+from codec.metrics import METRIC_RATE, match_length, pesq_wb, stoi_score
 from codec.model import Codec
 from codec.pitch import estimate_f0
 

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from scipy.signal import correlate, correlation_lags
 
-from codec.metrics import resample
+from codec.audio import resample
 
 MAX_DELAY_S = 0.1
 CODEC2_RATE = 8000

@@ -108,7 +108,8 @@ def evaluate_model(
     """
     import torch
 
-    from codec.metrics import match_length, resample, score_clip
+    from codec.audio import resample
+    from codec.metrics import match_length, score_clip
     from codec.quantizer import codebook_usage
     from codec.report import SystemResult
     from codec.search import encode_with
@@ -158,8 +159,9 @@ def evaluate_model(
 
 def evaluate_baseline(spec: BaselineSpec, clips: list[Clip], with_dnsmos: bool) -> SystemResult:
     """Round-trip every clip through a classical codec's tools, align, and score it."""
+    from codec.audio import resample
     from codec.baselines import align, run_baseline
-    from codec.metrics import match_length, resample, score_clip
+    from codec.metrics import match_length, score_clip
     from codec.report import SystemResult
 
     result = SystemResult(
